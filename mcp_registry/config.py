@@ -1,0 +1,180 @@
+"""Configuration: one frozen object, read from the environment in exactly one place.
+
+Constructor arguments win over the environment; every invalid value fails at start-up with a
+`ConfigError` whose message names the variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, TypeVar
+from urllib.parse import urlsplit
+
+ENV_REGISTRY: Final = "MCP_SESSION_REGISTRY"
+ENV_URL: Final = "MCP_SESSION_REGISTRY_URL"
+ENV_PREFIX: Final = "MCP_SESSION_REGISTRY_PREFIX"
+ENV_WORKER_ID: Final = "MCP_SESSION_REGISTRY_WORKER_ID"
+ENV_STALE_POLICY: Final = "MCP_SESSION_STALE_POLICY"
+ENV_TRACE_LOCAL: Final = "MCP_SESSION_REGISTRY_TRACE_LOCAL"
+ENV_HASH_KEY: Final = "MCP_SESSION_REGISTRY_HASH_KEY"
+ENV_RECORD_RAW_ID: Final = "MCP_SESSION_REGISTRY_RECORD_RAW_ID"
+ENV_REFRESH_SECONDS: Final = "MCP_SESSION_REGISTRY_REFRESH_SECONDS"
+ENV_RETENTION_SECONDS: Final = "MCP_SESSION_REGISTRY_RETENTION_SECONDS"
+ENV_QUEUE_SIZE: Final = "MCP_SESSION_REGISTRY_QUEUE_SIZE"
+ENV_LOOKUP_RATE: Final = "MCP_SESSION_REGISTRY_LOOKUP_RATE"
+ENV_REDIS_TIMEOUT: Final = "MCP_SESSION_REGISTRY_REDIS_TIMEOUT"
+ENV_TLS_CA: Final = "MCP_SESSION_REGISTRY_TLS_CA_FILE"
+ENV_TLS_CERT: Final = "MCP_SESSION_REGISTRY_TLS_CERT_FILE"
+ENV_TLS_KEY: Final = "MCP_SESSION_REGISTRY_TLS_KEY_FILE"
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+_Num = TypeVar("_Num", int, float)
+
+
+class ConfigError(ValueError):
+    """A setting has a value that is not allowed; the message names the setting."""
+
+
+class StalePolicy(StrEnum):
+    """What a stateful worker does with a stale id on a request that is not `initialize`."""
+
+    SPEC = "spec"
+    """Let the SDK answer 404 so that a spec-following client starts a new session."""
+    STRIP = "strip"
+    """Drop the stale header and let the request through (LiteLLM's behaviour)."""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """Every setting of mcp_registry. Build it in code, or with `RegistryConfig.from_env()`."""
+
+    enabled: bool = False
+    """Record sessions in Redis (`MCP_SESSION_REGISTRY`)."""
+    url: str = "redis://localhost:6379/0"
+    """`redis://`, `rediss://` (TLS) or `unix://` URL (`MCP_SESSION_REGISTRY_URL`)."""
+    prefix: str = "mcpreg"
+    """Namespace of every key the registry writes (`MCP_SESSION_REGISTRY_PREFIX`)."""
+    worker_id: str = field(default_factory=default_worker_id)
+    """This worker's name (`MCP_SESSION_REGISTRY_WORKER_ID`), `<hostname>:<pid>` by default."""
+    stale_policy: StalePolicy = StalePolicy.SPEC
+    """`spec` or `strip` (`MCP_SESSION_STALE_POLICY`)."""
+    trace_local: bool = False
+    """Also make a span for requests on this worker's own sessions (`MCP_SESSION_REGISTRY_TRACE_LOCAL`)."""
+    hash_key: bytes | None = None
+    """Key of the id hash, shared by every worker (`MCP_SESSION_REGISTRY_HASH_KEY`); agreed in Redis if unset."""
+    record_raw_id: bool = False
+    """Put the raw id on spans as `mcp.session.id` (`MCP_SESSION_REGISTRY_RECORD_RAW_ID`). Ids are secrets."""
+    refresh_seconds: float = 60.0
+    """How often live sessions, counters and the heartbeat are written (`MCP_SESSION_REGISTRY_REFRESH_SECONDS`).
+    A live-session key lives three intervals, so a worker that dies stops counting as live that much later."""
+    retention_seconds: int = 86_400
+    """How long tombstones and per-minute counters are kept (`MCP_SESSION_REGISTRY_RETENTION_SECONDS`)."""
+    queue_size: int = 10_000
+    """Events the background queue holds before it drops and counts them (`MCP_SESSION_REGISTRY_QUEUE_SIZE`)."""
+    lookup_rate: float = 200.0
+    """Stale-id lookups per second a worker sends to Redis at most (`MCP_SESSION_REGISTRY_LOOKUP_RATE`)."""
+    redis_timeout: float = 0.5
+    """Seconds a Redis command may take before it counts as failed (`MCP_SESSION_REGISTRY_REDIS_TIMEOUT`)."""
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in _REDIS_SCHEMES:
+            raise ConfigError(f"{ENV_URL} must be a redis://, rediss:// or unix:// URL; got scheme {scheme!r}")
+        if not self.prefix or any(c in self.prefix for c in "{}\x00 "):
+            raise ConfigError(f"{ENV_PREFIX} must be a non-empty key namespace without braces or spaces")
+        if not self.worker_id or not self.worker_id.isprintable() or "|" in self.worker_id:
+            raise ConfigError(f"{ENV_WORKER_ID} must be a non-empty printable name without '|'")
+        if not isinstance(self.stale_policy, StalePolicy):
+            object.__setattr__(self, "stale_policy", _parse_policy(str(self.stale_policy)))
+        if self.hash_key is not None and len(self.hash_key) < 16:
+            raise ConfigError(f"{ENV_HASH_KEY} must be at least 16 bytes long")
+        _require_positive(ENV_REFRESH_SECONDS, self.refresh_seconds)
+        _require_positive(ENV_RETENTION_SECONDS, self.retention_seconds)
+        _require_positive(ENV_QUEUE_SIZE, self.queue_size)
+        _require_positive(ENV_LOOKUP_RATE, self.lookup_rate)
+        _require_positive(ENV_REDIS_TIMEOUT, self.redis_timeout)
+
+    @property
+    def session_ttl_seconds(self) -> int:
+        """TTL of a live-session key: three refresh intervals, so one missed refresh loses nothing."""
+        return max(1, math.ceil(3 * self.refresh_seconds))
+
+    def replace(self, **changes: object) -> RegistryConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> RegistryConfig:
+        """Read the `MCP_SESSION_*` variables; keyword arguments win over them."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if (raw := env.get(ENV_REGISTRY)) is not None:
+            values["enabled"] = _parse_bool(ENV_REGISTRY, raw)
+        if (raw := env.get(ENV_TRACE_LOCAL)) is not None:
+            values["trace_local"] = _parse_bool(ENV_TRACE_LOCAL, raw)
+        if (raw := env.get(ENV_RECORD_RAW_ID)) is not None:
+            values["record_raw_id"] = _parse_bool(ENV_RECORD_RAW_ID, raw)
+        for name, attr in ((ENV_URL, "url"), (ENV_PREFIX, "prefix"), (ENV_WORKER_ID, "worker_id")):
+            if (raw := env.get(name)) is not None:
+                values[attr] = raw.strip()
+        for name, attr in ((ENV_TLS_CA, "tls_ca_file"), (ENV_TLS_CERT, "tls_cert_file"), (ENV_TLS_KEY, "tls_key_file")):
+            if raw := env.get(name, "").strip():
+                values[attr] = raw
+        if (raw := env.get(ENV_STALE_POLICY)) is not None:
+            values["stale_policy"] = _parse_policy(raw)
+        if (raw := env.get(ENV_HASH_KEY)) is not None:
+            values["hash_key"] = raw.encode()
+        if (raw := env.get(ENV_REFRESH_SECONDS)) is not None:
+            values["refresh_seconds"] = _parse_number(ENV_REFRESH_SECONDS, raw, float)
+        if (raw := env.get(ENV_RETENTION_SECONDS)) is not None:
+            values["retention_seconds"] = _parse_number(ENV_RETENTION_SECONDS, raw, int)
+        if (raw := env.get(ENV_QUEUE_SIZE)) is not None:
+            values["queue_size"] = _parse_number(ENV_QUEUE_SIZE, raw, int)
+        if (raw := env.get(ENV_LOOKUP_RATE)) is not None:
+            values["lookup_rate"] = _parse_number(ENV_LOOKUP_RATE, raw, float)
+        if (raw := env.get(ENV_REDIS_TIMEOUT)) is not None:
+            values["redis_timeout"] = _parse_number(ENV_REDIS_TIMEOUT, raw, float)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/true/yes/on or 0/false/no/off; got {raw!r}")
+
+
+def _parse_policy(raw: str) -> StalePolicy:
+    try:
+        return StalePolicy(raw.strip().lower())
+    except ValueError:
+        raise ConfigError(f"{ENV_STALE_POLICY} must be 'spec' or 'strip'; got {raw!r}") from None
+
+
+def _parse_number(name: str, raw: str, kind: type[_Num]) -> _Num:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive {kind.__name__}; got {raw!r}") from None
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive, finite number; got {value!r}")

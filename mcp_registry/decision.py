@@ -1,0 +1,158 @@
+"""The pure core: what to do with a request's `mcp-session-id`.
+
+No I/O, no clock, no globals. `read_session_header` turns the raw ASGI headers into a
+`SessionHeader`; `decide` applies the decision table of DESIGN.md:
+
+| request                                   | stateless manager | stateful manager            |
+|-------------------------------------------|-------------------|-----------------------------|
+| no id                                     | pass              | pass                        |
+| id this worker owns                       | pass              | pass                        |
+| stale or malformed id, DELETE             | ack_delete        | ack_delete                  |
+| stale or malformed id, POST `initialize`  | strip             | strip                       |
+| stale or malformed id, anything else      | strip             | `spec`: reject, `strip`: strip |
+
+Only one cell depends on the request body (stateful, `spec`, a POST with a stale id); ask
+`needs_body` first and read the body only then.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from mcp_registry.config import StalePolicy
+
+SESSION_HEADER: Final = b"mcp-session-id"
+PROTOCOL_VERSION_HEADER: Final = b"mcp-protocol-version"
+MAX_ID_BYTES: Final = 256
+
+
+class Action(StrEnum):
+    PASS = "pass"
+    """Hand the request to the SDK unchanged."""
+    STRIP = "strip"
+    """Remove every `mcp-session-id` header, then hand the request to the SDK."""
+    ACK_DELETE = "ack_delete"
+    """Answer 200 here; the SDK never sees the request."""
+    REJECT = "reject"
+    """Hand the request to the SDK unchanged, which answers 404 "Session not found"."""
+
+
+class IdState(StrEnum):
+    """What the header alone says about the id (ownership is the caller's to tell)."""
+
+    ABSENT = "absent"
+    VALID = "valid"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHeader:
+    state: IdState
+    value: str | None = None
+    """The id, only when `state` is VALID."""
+
+
+ABSENT: Final = SessionHeader(IdState.ABSENT)
+MALFORMED: Final = SessionHeader(IdState.MALFORMED)
+
+
+def parse_session_id(raw: bytes) -> str | None:
+    """The id if `raw` is 1–256 bytes of visible ASCII (0x21–0x7E), else None."""
+    if not 0 < len(raw) <= MAX_ID_BYTES:
+        return None
+    # bytes.isascii + isprintable-without-space is the fastest exact check of 0x21..0x7E.
+    if not raw.isascii():
+        return None
+    text = raw.decode("ascii")
+    if not text.isprintable() or " " in text:
+        return None
+    return text
+
+
+def read_session_header(headers: Iterable[tuple[bytes, bytes]]) -> SessionHeader:
+    """Find the `mcp-session-id` value(s) among raw ASGI headers, matching names case-insensitively.
+
+    Repeats of one value count as that value; two different values, or any value that is not
+    1–256 bytes of visible ASCII, make the header MALFORMED. Never raises on header content.
+    """
+    found: bytes | None = None
+    for name, value in headers:
+        if name == SESSION_HEADER or name.lower() == SESSION_HEADER:
+            if found is None:
+                found = value
+            elif value != found:
+                return MALFORMED
+    if found is None:
+        return ABSENT
+    parsed = parse_session_id(found)
+    return MALFORMED if parsed is None else SessionHeader(IdState.VALID, parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The facts the decision needs, none of which takes I/O to learn."""
+
+    method: str
+    header: SessionHeader
+    owned: bool
+    """This worker's session manager holds the id right now."""
+    stateless: bool
+    policy: StalePolicy = StalePolicy.SPEC
+
+    @property
+    def stale(self) -> bool:
+        """An id is present that this worker cannot serve: unknown here, or malformed."""
+        return self.header.state is IdState.MALFORMED or (self.header.state is IdState.VALID and not self.owned)
+
+
+def needs_body(request: Request) -> bool:
+    """Whether `decide` depends on knowing if the body is an `initialize` request."""
+    return (
+        request.stale
+        and request.method == "POST"
+        and not request.stateless
+        and request.policy is StalePolicy.SPEC
+    )
+
+
+def decide(request: Request, *, is_initialize: bool = False) -> Action:
+    """Apply the decision table. `is_initialize` matters only where `needs_body` is true."""
+    if not request.stale:
+        return Action.PASS
+    if request.method == "DELETE":
+        return Action.ACK_DELETE
+    if request.stateless or request.policy is StalePolicy.STRIP:
+        return Action.STRIP
+    if request.method == "POST" and is_initialize:
+        return Action.STRIP
+    return Action.REJECT
+
+
+def strip_session_header(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers without any `mcp-session-id`, whatever the case of its name."""
+    return [(name, value) for name, value in headers if name.lower() != SESSION_HEADER]
+
+
+def is_initialize_body(body: bytes) -> bool:
+    """Whether a JSON-RPC body is an `initialize` request (a single message or a batch holding one)."""
+    return initialize_params(body) is not None
+
+
+def initialize_params(body: bytes) -> dict[str, object] | None:
+    """The params of the `initialize` request in `body`, or None if it holds none. Never raises."""
+    if b'"initialize"' not in body:  # cheap pre-check: most bodies are not initialize
+        return None
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    candidates = message if isinstance(message, list) else [message]
+    for candidate in candidates:
+        if isinstance(candidate, dict) and candidate.get("method") == "initialize" and "id" in candidate:
+            params = candidate.get("params")
+            return params if isinstance(params, dict) else {}
+    return None

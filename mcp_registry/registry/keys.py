@@ -1,0 +1,118 @@
+"""The Redis key schema and the id hash: the registry's on-disk contract.
+
+Every key starts with the configured prefix, carries a TTL or has a bounded size, and puts
+what moves together under one hash tag so that Redis Cluster can serve it:
+
+| key                       | type   | holds                                             | bound        |
+|---------------------------|--------|---------------------------------------------------|--------------|
+| `P:hashkey`               | string | the deployment's id-hash key (agreed once)        | one value    |
+| `P:s:{H}`                 | string | a live session: its origin worker                 | TTL 3×refresh|
+| `P:t:{H}`                 | string | a tombstone of an ended session: origin worker    | TTL retention|
+| `P:m:<minute>`            | hash   | per-minute counters (fields below)                | TTL retention|
+| `P:workers`               | zset   | worker id → last heartbeat (epoch s)              | pruned       |
+| `P:w:{W}`                 | hash   | `live`, `started`, `heartbeat` of one worker      | TTL retention|
+
+`H` is the keyed hash of a session id (never the id), `W` a worker id, `<minute>` the epoch
+minute. A session key and its tombstone share the hash tag `{H}`.
+
+Per-minute counter fields (all integers, `|`-separated, labels sanitised by `label`):
+`created|W`, `ended|W|reason`, `client|name|version`, `lookup|status|action`,
+`reuse|origin|serving`, `requests|era`, `life|le` (lifetime histogram, `le` from
+`LIFETIME_BUCKETS` or `inf`), `life_count`, `life_sum_ms`, `dropped|W|reason`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Final
+
+LIFETIME_BUCKETS: Final = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+"""Upper bounds (seconds) of the session-lifetime histogram kept in Redis."""
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._:/@+\-]")
+LABEL_MAX: Final = 64
+SEP: Final = "|"
+
+
+def label(text: str, limit: int = LABEL_MAX) -> str:
+    """A counter-field label from untrusted text: safe characters only, bounded length."""
+    return _UNSAFE.sub("_", text[:limit]) or "_"
+
+
+def id_hash(key: bytes, session_id: str) -> str:
+    """The keyed hash of a session id: 96 bits of HMAC-SHA256, 16 url-safe characters."""
+    digest = hmac.new(key, session_id.encode("ascii", "surrogateescape"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
+
+
+def minute_of(epoch_seconds: float) -> int:
+    return int(epoch_seconds // 60)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchema:
+    prefix: str
+
+    @property
+    def hash_key(self) -> str:
+        return f"{self.prefix}:hashkey"
+
+    def session(self, h: str) -> str:
+        return f"{self.prefix}:s:{{{h}}}"
+
+    def tombstone(self, h: str) -> str:
+        return f"{self.prefix}:t:{{{h}}}"
+
+    def minute(self, minute: int) -> str:
+        return f"{self.prefix}:m:{minute}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{{{worker_id}}}"
+
+
+# --- per-minute counter fields -------------------------------------------------------------
+def f_created(worker: str) -> str:
+    return f"created|{worker}"
+
+
+def f_ended(worker: str, reason: str) -> str:
+    return f"ended|{worker}|{reason}"
+
+
+def f_client(name: str, version: str) -> str:
+    return f"client|{label(name)}|{label(version, 32)}"
+
+
+def f_lookup(status: str, action: str) -> str:
+    return f"lookup|{status}|{action}"
+
+
+def f_reuse(origin: str, serving: str) -> str:
+    return f"reuse|{origin}|{serving}"
+
+
+def f_requests(era: str) -> str:
+    return f"requests|{era}"
+
+
+def f_lifetime(seconds: float) -> str:
+    for bound in LIFETIME_BUCKETS:
+        if seconds <= bound:
+            return f"life|{bound}"
+    return "life|inf"
+
+
+F_LIFE_COUNT: Final = "life_count"
+F_LIFE_SUM_MS: Final = "life_sum_ms"
+
+
+def f_dropped(worker: str, reason: str) -> str:
+    return f"dropped|{worker}|{reason}"

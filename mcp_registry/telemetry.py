@@ -1,0 +1,248 @@
+"""Span and metric names in one place, and the one object that records them.
+
+Everything goes through the OpenTelemetry API; the application (or `opentelemetry-instrument`)
+configures the SDK and exporters. Counting on the request path is a plain integer increment
+in `RequestStats`: the metrics that count requests are observable instruments that read those
+integers when a reader collects, so no OpenTelemetry call is made per request.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Span, SpanKind
+
+from mcp_registry.decision import Action
+
+INSTRUMENTATION_NAME: Final = "mcp_registry"
+
+# --- the span -------------------------------------------------------------------------------
+SPAN_RESOLVE: Final = "mcp_registry.session.resolve"
+
+ATTR_STATUS: Final = "mcp_registry.session.status"
+ATTR_LEGITIMATE: Final = "mcp_registry.session.legitimate"
+ATTR_ACTION: Final = "mcp_registry.session.action"
+ATTR_ID_HASH: Final = "mcp_registry.session.id_hash"
+ATTR_ORIGIN_WORKER: Final = "mcp_registry.session.origin_worker"
+ATTR_WORKER_ID: Final = "mcp_registry.worker.id"
+ATTR_END_REASON: Final = "mcp_registry.session.end_reason"
+ATTR_ERA: Final = "mcp_registry.protocol.era"
+ATTR_DROP_REASON: Final = "mcp_registry.drop.reason"
+ATTR_OPERATION: Final = "mcp_registry.redis.operation"
+# OpenTelemetry semantic conventions (reused, not invented):
+ATTR_RAW_SESSION_ID: Final = "mcp.session.id"
+ATTR_PROTOCOL_VERSION: Final = "mcp.protocol.version"
+ATTR_HTTP_METHOD: Final = "http.request.method"
+
+# --- the metrics (units in UCUM; Prometheus adds _total / _seconds suffixes) -----------------
+METRIC_SESSIONS_CREATED: Final = "mcp_registry.sessions.created"
+METRIC_SESSIONS_ENDED: Final = "mcp_registry.sessions.ended"
+METRIC_SESSIONS_LIVE: Final = "mcp_registry.sessions.live"
+METRIC_SESSION_DURATION: Final = "mcp.server.session.duration"
+METRIC_LOOKUPS: Final = "mcp_registry.session.lookups"
+METRIC_REUSE: Final = "mcp_registry.session.cross_worker_reuse"
+METRIC_REQUESTS: Final = "mcp_registry.requests"
+METRIC_QUEUE_DEPTH: Final = "mcp_registry.queue.depth"
+METRIC_QUEUE_DROPPED: Final = "mcp_registry.queue.dropped"
+METRIC_REDIS_ERRORS: Final = "mcp_registry.redis.errors"
+METRIC_REDIS_DURATION: Final = "mcp_registry.redis.duration"
+METRIC_BATCH_SIZE: Final = "mcp_registry.writer.batch_size"
+
+SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                                   21600.0, 86400.0)
+REDIS_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Status(StrEnum):
+    """What an id turned out to be."""
+
+    LOCAL = "local"
+    CROSS_WORKER = "cross_worker"
+    EXPIRED = "expired"
+    FABRICATED = "fabricated"
+    MALFORMED = "malformed"
+    UNVERIFIED = "unverified"
+
+    @property
+    def legitimate(self) -> bool | None:
+        """True if some worker of this deployment issued the id, None if nobody could tell."""
+        if self is Status.UNVERIFIED:
+            return None
+        return self in (Status.LOCAL, Status.CROSS_WORKER, Status.EXPIRED)
+
+
+class Era(StrEnum):
+    LEGACY = "legacy"
+    """Revisions 2024-11-05 to 2025-11-25: the initialize handshake and `mcp-session-id`."""
+    MODERN = "modern"
+    """Revision 2026-07-28 and later: no protocol sessions."""
+
+
+class EndReason(StrEnum):
+    DELETED = "deleted"
+    """The client sent DELETE and the SDK served it."""
+    IDLE = "idle"
+    """The SDK closed the session after its idle timeout."""
+    SHUTDOWN = "shutdown"
+    """The worker shut down while holding the session."""
+    WORKER_LOST = "worker_lost"
+    """The worker stopped refreshing (killed, crashed) and its sessions aged out by TTL."""
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """Cumulative counts kept with plain integer increments; metrics and the registry read them."""
+
+    requests: Counter[Era] = field(default_factory=Counter)
+    lookups: Counter[tuple[Status, Action]] = field(default_factory=Counter)
+    reuse: Counter[str] = field(default_factory=Counter)
+    """Cross-worker reuse seen on this worker, by origin worker."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Events the registry could not record, by reason."""
+    local_requests: int = 0
+    """Requests on this worker's own sessions (kept apart: it is the hot path)."""
+
+    def lookup_counts(self) -> Counter[tuple[Status, Action]]:
+        counts = Counter(self.lookups)
+        if self.local_requests:
+            counts[(Status.LOCAL, Action.PASS)] += self.local_requests
+        return counts
+
+
+class Telemetry:
+    """Creates the instruments once and records spans and metrics for one worker."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        stats: RequestStats,
+        live_sessions: Callable[[], int],
+        queue_depth: Callable[[], int],
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.stats = stats
+        self._worker_attr = {ATTR_WORKER_ID: worker_id}
+        self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
+        self._created = meter.create_counter(
+            METRIC_SESSIONS_CREATED, unit="{session}", description="Sessions this worker opened."
+        )
+        self._ended = meter.create_counter(
+            METRIC_SESSIONS_ENDED, unit="{session}", description="Sessions that ended, by reason."
+        )
+        self._duration = meter.create_histogram(
+            METRIC_SESSION_DURATION,
+            unit="s",
+            description="The duration of the MCP session as observed on the MCP server.",
+            explicit_bucket_boundaries_advisory=list(SESSION_DURATION_BUCKETS),
+        )
+        self._dropped = meter.create_counter(
+            METRIC_QUEUE_DROPPED, unit="{event}", description="Registry events dropped instead of recorded, by reason."
+        )
+        self._redis_errors = meter.create_counter(
+            METRIC_REDIS_ERRORS, unit="{error}", description="Redis commands of the registry that failed."
+        )
+        self._redis_duration = meter.create_histogram(
+            METRIC_REDIS_DURATION,
+            unit="s",
+            description="Time of one registry round trip to Redis (a pipelined batch).",
+            explicit_bucket_boundaries_advisory=list(REDIS_DURATION_BUCKETS),
+        )
+        self._batch_size = meter.create_histogram(
+            METRIC_BATCH_SIZE, unit="{event}", description="Events written to Redis in one pipelined batch."
+        )
+        meter.create_observable_counter(
+            METRIC_REQUESTS, [self._observe_requests], unit="{request}",
+            description="Streamable HTTP requests by protocol era (session-based legacy or sessionless modern).",
+        )
+        meter.create_observable_counter(
+            METRIC_LOOKUPS, [self._observe_lookups], unit="{request}",
+            description="Requests carrying an mcp-session-id, by what the id turned out to be and what was done.",
+        )
+        meter.create_observable_counter(
+            METRIC_REUSE, [self._observe_reuse], unit="{request}",
+            description="Requests on a session another worker issued, by origin and serving worker.",
+        )
+        meter.create_observable_gauge(
+            METRIC_SESSIONS_LIVE, [lambda _: [Observation(live_sessions(), self._worker_attr)]],
+            unit="{session}", description="Sessions this worker holds now.",
+        )
+        meter.create_observable_gauge(
+            METRIC_QUEUE_DEPTH, [lambda _: [Observation(queue_depth(), self._worker_attr)]],
+            unit="{event}", description="Events waiting in the registry's background queue.",
+        )
+
+    # --- observable callbacks: read the integers the request path keeps -----------------------
+    def _observe_requests(self, _: CallbackOptions) -> Iterable[Observation]:
+        for era in Era:
+            yield Observation(self.stats.requests[era], {**self._worker_attr, ATTR_ERA: era.value})
+
+    def _observe_lookups(self, _: CallbackOptions) -> Iterable[Observation]:
+        for (status, action), count in self.stats.lookup_counts().items():
+            attrs: dict[str, str | bool] = {**self._worker_attr, ATTR_STATUS: status.value, ATTR_ACTION: action.value}
+            if (legit := status.legitimate) is not None:
+                attrs[ATTR_LEGITIMATE] = legit
+            yield Observation(count, attrs)
+
+    def _observe_reuse(self, _: CallbackOptions) -> Iterable[Observation]:
+        for origin, count in self.stats.reuse.items():
+            yield Observation(count, {**self._worker_attr, ATTR_ORIGIN_WORKER: origin})
+
+    # --- synchronous records (never on the hot path) ------------------------------------------
+    def session_created(self) -> None:
+        self._created.add(1, self._worker_attr)
+
+    def session_ended(self, reason: EndReason, lifetime_seconds: float | None, count: int = 1) -> None:
+        self._ended.add(count, {**self._worker_attr, ATTR_END_REASON: reason.value})
+        if lifetime_seconds is not None:
+            self._duration.record(lifetime_seconds, {**self._worker_attr, ATTR_END_REASON: reason.value})
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        self.stats.dropped[reason] += count
+        self._dropped.add(count, {**self._worker_attr, ATTR_DROP_REASON: reason})
+
+    def redis_round_trip(self, operation: str, seconds: float, batch: int, *, failed: bool) -> None:
+        attrs = {**self._worker_attr, ATTR_OPERATION: operation}
+        self._redis_duration.record(seconds, attrs)
+        if failed:
+            self._redis_errors.add(1, attrs)
+        elif batch:
+            self._batch_size.record(batch, attrs)
+
+    # --- spans ---------------------------------------------------------------------------------
+    def start_resolve_span(self, *, method: str, action: Action, protocol_version: str | None) -> Span:
+        """The span of a request whose id is not this worker's own; ended once it is classified."""
+        attributes: dict[str, str] = {
+            ATTR_WORKER_ID: self.worker_id,
+            ATTR_ACTION: action.value,
+            ATTR_HTTP_METHOD: method,
+        }
+        if protocol_version:
+            attributes[ATTR_PROTOCOL_VERSION] = protocol_version
+        return self.tracer.start_span(SPAN_RESOLVE, kind=SpanKind.INTERNAL, attributes=attributes)
+
+
+def annotate(span: Span, *, status: Status, id_hash: str | None, origin: str | None = None,
+             raw_id: str | None = None) -> None:
+    """Put an id's classification on a span (ours, or the request's current one)."""
+    if not span.is_recording():
+        return
+    span.set_attribute(ATTR_STATUS, status.value)
+    if (legit := status.legitimate) is not None:
+        span.set_attribute(ATTR_LEGITIMATE, legit)
+    if id_hash is not None:
+        span.set_attribute(ATTR_ID_HASH, id_hash)
+    if origin is not None:
+        span.set_attribute(ATTR_ORIGIN_WORKER, origin)
+    if raw_id is not None:
+        span.set_attribute(ATTR_RAW_SESSION_ID, raw_id)
+
