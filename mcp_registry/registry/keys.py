@@ -7,7 +7,7 @@ what moves together under one hash tag so that Redis Cluster can serve it:
 |---------------------------|--------|---------------------------------------------------|--------------|
 | `P:hashkey`               | string | the deployment's id-hash key (agreed once)        | one value    |
 | `P:s:{H}`                 | string | a live session: its origin worker                 | TTL 3×refresh|
-| `P:t:{H}`                 | string | a tombstone of an ended session: origin worker    | TTL retention|
+| `P:t:{H}`                 | string | an ended session: `origin|ended-at` (epoch s)     | TTL retention|
 | `P:m:<minute>`            | hash   | per-minute counters (fields below)                | TTL retention|
 | `P:workers`               | zset   | worker id → last heartbeat (epoch s)              | pruned       |
 | `P:w:{W}`                 | hash   | `live`, `started`, `heartbeat` of one worker      | TTL retention|
@@ -47,6 +47,21 @@ def id_hash(key: bytes, session_id: str) -> str:
     """The keyed hash of a session id: 96 bits of HMAC-SHA256, 16 url-safe characters."""
     digest = hmac.new(key, session_id.encode("ascii", "surrogateescape"), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
+
+
+def tombstone_value(worker: str, ended_at: float) -> str:
+    """`<origin worker>|<end time, epoch seconds>`."""
+    return f"{worker}{SEP}{ended_at:.3f}"
+
+
+def parse_tombstone(value: str) -> tuple[str, float | None]:
+    origin, _, ended = value.rpartition(SEP)
+    if not origin:
+        return value, None
+    try:
+        return origin, float(ended)
+    except ValueError:
+        return origin, None
 
 
 def minute_of(epoch_seconds: float) -> int:

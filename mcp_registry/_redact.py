@@ -1,0 +1,47 @@
+"""Keep raw session ids out of the SDK's log lines.
+
+The SDK logs session ids in the clear at INFO ("Created new transport with session ID: …",
+"Rejected request with unknown or expired session ID: …"). A session id is a bearer secret, so
+the middleware installs this filter on the SDK's Streamable HTTP loggers: the id in each such
+line becomes its keyed hash when the deployment's key is known, `<redacted>` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Final
+
+SDK_LOGGERS: Final = ("mcp.server.streamable_http_manager", "mcp.server.streamable_http")
+_ID_AFTER: Final = re.compile(
+    r"(?P<lead>session ID: |[Ss]ession |Terminating session: |request for session )(?P<id>[^\s:]+)"
+)
+
+
+class SessionIdRedactor(logging.Filter):
+    def __init__(self, hash_id: Callable[[str], str | None]) -> None:
+        super().__init__("mcp_registry.redact")
+        self._hash_id = hash_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _ID_AFTER.sub(self._replace, message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+    def _replace(self, match: re.Match[str]) -> str:
+        token = match["id"]
+        if token in {"manager", "already", "crashed", "terminated", "not", "with", "limit"}:
+            return match[0]  # prose, not an id ("session manager started", ...)
+        h = self._hash_id(token)
+        return f"{match['lead']}<id_hash:{h}>" if h else f"{match['lead']}<redacted>"
+
+
+def install(hash_id: Callable[[str], str | None]) -> None:
+    """Install the redactor on the SDK's loggers, once per process."""
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SessionIdRedactor) for f in logger.filters):
+            logger.addFilter(SessionIdRedactor(hash_id))

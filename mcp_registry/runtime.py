@@ -1,0 +1,140 @@
+"""One worker's session bookkeeping: what the handler reports, where it goes, and the background tasks.
+
+The handler calls `opened`, `closed` and `stale` from the request path; each is a few in-memory
+operations and a non-blocking `submit` to the writer's queue. `running()` owns the background
+work for the app's lifespan: the sweep that notices sessions the SDK ended on its own, and the
+registry writer when the registry is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span
+
+from mcp_registry._sdk import ManagerView
+from mcp_registry.config import RegistryConfig
+from mcp_registry.decision import Action
+from mcp_registry.registry.events import ClientInfo, SessionClosed, SessionOpened, StaleSeen
+from mcp_registry.registry.hasher import IdHasher
+from mcp_registry.registry.writer import RegistryWriter
+from mcp_registry.sessions import OwnedSession, SessionBook
+from mcp_registry.telemetry import EndReason, RequestStats, Status, Telemetry, annotate
+
+logger = logging.getLogger(__name__)
+
+SWEEP_SECONDS: Final = 1.0
+"""How often the sessions the SDK ended by itself (idle timeout) are noticed."""
+DRAIN_SECONDS: Final = 5.0
+"""How long shutdown waits for the writer to record what is queued."""
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        config: RegistryConfig,
+        manager: ManagerView,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.config = config
+        self.manager = manager
+        self.book = SessionBook(manager.live)
+        self.stats = RequestStats()
+        self.hasher = IdHasher(config.hash_key)
+        self.writer: RegistryWriter | None = None
+        self.telemetry = Telemetry(
+            worker_id=config.worker_id,
+            stats=self.stats,
+            live_sessions=lambda: len(self.book),
+            queue_depth=lambda: self.writer.depth() if self.writer is not None else 0,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        if config.enabled:
+            self.writer = RegistryWriter(
+                config, book=self.book, stats=self.stats, telemetry=self.telemetry, hasher=self.hasher
+            )
+        self.started = False
+
+    # --- called from the request path --------------------------------------------------------
+    def opened(self, session_id: str, client: ClientInfo) -> None:
+        session = self.book.opened(session_id)
+        self.telemetry.session_created()
+        if self.writer is not None:
+            self.writer.submit(SessionOpened(session, client))
+
+    def deleted(self, session_id: str) -> None:
+        session = self.book.closed(session_id)
+        if session is not None:
+            self._ended(session, EndReason.DELETED)
+
+    def stale(self, session_id: str | None, action: Action, span: Span) -> None:
+        """Classify an id this worker does not hold and end the span; `None` means malformed."""
+        if session_id is None:
+            annotate(span, status=Status.MALFORMED, id_hash=None)
+            span.end()
+            self.stats.lookups[(Status.MALFORMED, action)] += 1
+            return
+        if self.writer is not None and self.started:
+            self.writer.submit(StaleSeen(session_id, action, span, time.monotonic(), time.time()))
+            return
+        raw = session_id if self.config.record_raw_id else None
+        annotate(span, status=Status.UNVERIFIED, id_hash=self.hasher.hash(session_id), raw_id=raw)
+        span.end()
+        self.stats.lookups[(Status.UNVERIFIED, action)] += 1
+
+    def _ended(self, session: OwnedSession, reason: EndReason) -> None:
+        lifetime = self.book.lifetime(session)
+        self.telemetry.session_ended(reason, lifetime)
+        if self.writer is not None:
+            self.writer.submit(SessionClosed(session, reason, lifetime, self.book.now()))
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def shutting_down(self) -> None:
+        """The server is stopping: the sessions still held end now (recorded before the SDK drops them)."""
+        for session in self.book.close_all():
+            self._ended(session, EndReason.SHUTDOWN)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the background work; on exit, end held sessions and drain the queue within a bound."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sweep_forever)
+            writer_done = anyio.Event()
+            if self.writer is not None:
+                writer = self.writer
+
+                async def run_writer() -> None:
+                    try:
+                        await writer.run()
+                    finally:
+                        writer_done.set()
+
+                tg.start_soon(run_writer)
+            self.started = True
+            try:
+                yield
+            finally:
+                self.started = False
+                self.shutting_down()
+                if self.writer is not None:
+                    self.writer.close()
+                    with anyio.move_on_after(DRAIN_SECONDS, shield=True) as scope:
+                        await writer_done.wait()
+                    if scope.cancelled_caught:
+                        logger.warning("mcp_registry: the registry did not drain within %.0fs", DRAIN_SECONDS)
+                tg.cancel_scope.cancel()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await anyio.sleep(SWEEP_SECONDS)
+            for session in self.book.sweep():
+                self._ended(session, EndReason.IDLE)
