@@ -1,0 +1,465 @@
+"""Read the registry's aggregates for a time window into an `AuditReport`.
+
+The reader touches only what the registry keeps per minute and per worker (see `keys.py`):
+one `HGETALL` per minute of the window, the `P:workers` zset and the hashes of the workers
+that matter for the window, all pipelined. It never scans or lists session keys, so its cost
+depends on the window's length and the number of workers, not on the number of sessions.
+It only reads; it never writes.
+
+The window covers every minute that overlaps `[now - since_seconds, now]`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from mcp_registry.decision import Action
+from mcp_registry.registry.keys import (
+    F_LIFE_COUNT,
+    F_LIFE_SUM_MS,
+    LIFETIME_BUCKETS,
+    SEP,
+    KeySchema,
+    minute_of,
+)
+from mcp_registry.telemetry import EndReason, Era, Status
+
+MINUTES_PER_PIPELINE: Final = 1440
+"""Minute hashes read per pipelined round trip (one day)."""
+CHURN_MIN_SESSIONS: Final = 10
+CHURN_FACTOR: Final = 3
+"""A client is `churning` when it opened at least `CHURN_MIN_SESSIONS` sessions and at least
+`CHURN_FACTOR` times the median of what the other clients opened."""
+
+_NOT_LEGITIMATE: Final = frozenset({Status.FABRICATED.value, Status.MALFORMED.value})
+_LEGITIMATE: Final = frozenset(s.value for s in Status if s.legitimate)
+_LIFE_BOUNDS: Final = {**{str(b): float(b) for b in LIFETIME_BUCKETS}, "inf": math.inf}
+"""`life|<le>` field suffix -> upper bound of the bucket (seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One worker of the deployment, as the window saw it."""
+
+    worker: str
+    alive: bool
+    """Its heartbeat is newer than `now - session_ttl`."""
+    last_heartbeat: float | None
+    """Epoch seconds of its last heartbeat; None when it only appears in counters."""
+    live: int
+    """Sessions it holds now (0 unless alive)."""
+    created: int
+    ended: int
+    reuse_issued: int
+    """Requests on sessions it issued that landed on another worker."""
+    reuse_served: int
+    """Requests it served on sessions another worker issued."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """Lifetime of the sessions that ended in the window (interpolated within histogram buckets)."""
+
+    count: int
+    median: float | None
+    p95: float | None
+    mean: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientChurn:
+    name: str
+    version: str
+    created: int
+    share: float
+    """Fraction of all creations with a known client."""
+    churning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LookupCount:
+    status: str
+    action: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    origin: str
+    serving: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    worker: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    minute: int
+    """Epoch seconds of the minute's start."""
+    created: int
+    ended: int
+    reuse: int
+    fabricated: int
+    malformed: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """Everything the audit says about one window. Lists are sorted; `to_json` is stable."""
+
+    window_seconds: float
+    window_start: float
+    """Start of the first minute read (epoch seconds)."""
+    now: float
+    created: int
+    ended: int
+    live: int
+    ended_by_reason: tuple[tuple[str, int], ...]
+    workers: tuple[WorkerStats, ...]
+    lifetime: Lifetime
+    lookups: tuple[LookupCount, ...]
+    reuse: tuple[Reuse, ...]
+    clients: tuple[ClientChurn, ...]
+    legacy_requests: int
+    modern_requests: int
+    dropped: tuple[Dropped, ...]
+    timeline: tuple[MinuteStats, ...]
+    has_data: bool
+    """False when the window holds no counter and no worker: nothing was recorded."""
+
+    @property
+    def worker_ids(self) -> tuple[str, ...]:
+        return tuple(w.worker for w in self.workers)
+
+    @property
+    def lookups_by_status(self) -> dict[str, int]:
+        """Every classification (zero when unseen), then any unknown one the registry holds."""
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        for entry in self.lookups:
+            counts[entry.status] = counts.get(entry.status, 0) + entry.count
+        return counts
+
+    @property
+    def lookups_by_action(self) -> dict[str, int]:
+        counts = dict.fromkeys((a.value for a in Action), 0)
+        for entry in self.lookups:
+            counts[entry.action] = counts.get(entry.action, 0) + entry.count
+        return counts
+
+    @property
+    def legitimacy(self) -> dict[str, int]:
+        by_status = self.lookups_by_status
+        return {
+            "legitimate": sum(n for s, n in by_status.items() if s in _LEGITIMATE),
+            "not_legitimate": sum(n for s, n in by_status.items() if s in _NOT_LEGITIMATE),
+            "unverified": by_status[Status.UNVERIFIED.value],
+        }
+
+    @property
+    def legacy_share(self) -> float | None:
+        total = self.legacy_requests + self.modern_requests
+        return self.legacy_requests / total if total else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON document (docs/audit.md); row keys are the dataclasses' fields."""
+        return {
+            "window_seconds": _number(self.window_seconds),
+            "window": {"start": _number(self.window_start), "end": _number(self.now)},
+            "sessions": {
+                "created": self.created,
+                "ended": self.ended,
+                "live": self.live,
+                "ended_by_reason": dict(self.ended_by_reason),
+                "per_worker": [asdict(w) for w in self.workers],
+            },
+            "lifetime_seconds": asdict(self.lifetime),
+            "lookups": self.lookups_by_status,
+            "lookup_actions": self.lookups_by_action,
+            "lookup_legitimacy": self.legitimacy,
+            "lookup_details": [asdict(e) for e in self.lookups],
+            "cross_worker_reuse": [asdict(r) for r in self.reuse],
+            "clients": [asdict(c) for c in self.clients],
+            "protocol_eras": {
+                "legacy": self.legacy_requests,
+                "modern": self.modern_requests,
+                "legacy_share": self.legacy_share,
+            },
+            "dropped_events": {
+                "total": sum(d.count for d in self.dropped),
+                "by_worker": [asdict(d) for d in self.dropped],
+            },
+            "timeline": [asdict(m) for m in self.timeline],
+            "workers": list(self.worker_ids),
+        }
+
+
+async def read_audit(
+    redis: Redis, *, prefix: str, since_seconds: float, now: float, session_ttl: int
+) -> AuditReport:
+    """Read the window `[now - since_seconds, now]` (whole minutes) of the registry under `prefix`.
+
+    A worker is alive when its heartbeat is newer than `now - session_ttl`; the sessions of a
+    worker that stopped heart-beating are counted as ended (`worker_lost`) once their TTL ran
+    out inside the window, as long as the worker is still listed (not yet reaped).
+    """
+    if not (math.isfinite(since_seconds) and since_seconds > 0):
+        raise ValueError(f"since_seconds must be a positive number; got {since_seconds!r}")
+    keys = KeySchema(prefix)
+    first, last = minute_of(now - since_seconds), minute_of(now)
+    minutes = list(range(first, last + 1))
+    window_start = first * 60.0
+
+    heartbeats, hashes = await _read_minutes(redis, keys, minutes)
+    counters = _Counters()
+    for minute, fields in zip(minutes, hashes, strict=True):
+        counters.add(minute, fields)
+
+    # Workers whose sessions may have been alive during the window; others are history.
+    relevant = {w: hb for w, hb in heartbeats.items() if hb + session_ttl >= window_start}
+    live_of = await _read_live(redis, keys, list(relevant))
+    alive = {w for w, hb in relevant.items() if hb > now - session_ttl}
+    for worker, heartbeat in relevant.items():
+        if worker not in alive and live_of[worker]:
+            counters.ended[(worker, EndReason.WORKER_LOST.value)] += live_of[worker]
+            counters.timeline_ended[minute_of(heartbeat + session_ttl)] += live_of[worker]
+    return counters.report(
+        since_seconds=since_seconds,
+        window_start=window_start,
+        now=now,
+        minutes=minutes,
+        heartbeats=relevant,
+        live={w: live_of[w] for w in alive},
+    )
+
+
+async def _read_minutes(
+    client: Redis, keys: KeySchema, minutes: list[int]
+) -> tuple[dict[str, float], list[Mapping[Any, Any]]]:
+    """The `P:workers` zset and the minute hashes, in pipelines of at most a day each."""
+    hashes: list[Mapping[Any, Any]] = []
+    heartbeats: dict[str, float] = {}
+    for start in range(0, len(minutes), MINUTES_PER_PIPELINE):
+        async with client.pipeline(transaction=False) as pipe:
+            if start == 0:
+                pipe.zrange(keys.workers, 0, -1, withscores=True)
+            for minute in minutes[start : start + MINUTES_PER_PIPELINE]:
+                pipe.hgetall(keys.minute(minute))
+            results = await pipe.execute()
+        if start == 0:
+            heartbeats = {_text(member): float(score) for member, score in results[0]}
+            results = results[1:]
+        hashes.extend(results)
+    return heartbeats, hashes
+
+
+async def _read_live(client: Redis, keys: KeySchema, workers: list[str]) -> dict[str, int]:
+    if not workers:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for worker in workers:
+            pipe.hget(keys.worker(worker), "live")
+        results = await pipe.execute()
+    return {worker: _int(value) for worker, value in zip(workers, results, strict=True)}
+
+
+class _Counters:
+    """Sums the per-minute counter fields of the window."""
+
+    def __init__(self) -> None:
+        self.created: Counter[str] = Counter()
+        self.ended: Counter[tuple[str, str]] = Counter()
+        self.clients: Counter[tuple[str, str]] = Counter()
+        self.lookups: Counter[tuple[str, str]] = Counter()
+        self.reuse: Counter[tuple[str, str]] = Counter()
+        self.eras: Counter[str] = Counter()
+        self.life_buckets: Counter[float] = Counter()
+        self.life_count = 0
+        self.life_sum_ms = 0
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.timeline_created: Counter[int] = Counter()
+        self.timeline_ended: Counter[int] = Counter()
+        self.timeline_reuse: Counter[int] = Counter()
+        self.timeline_status: Counter[tuple[int, str]] = Counter()
+        self.any_field = False
+
+    def add(self, minute: int, fields: Mapping[Any, Any]) -> None:
+        for raw_name, raw_value in fields.items():
+            self.any_field = True
+            value = _int(raw_value)
+            match _text(raw_name).split(SEP):
+                case ["created", worker]:
+                    self.created[worker] += value
+                    self.timeline_created[minute] += value
+                case ["ended", worker, reason]:
+                    self.ended[(worker, reason)] += value
+                    self.timeline_ended[minute] += value
+                case ["client", name, version]:
+                    self.clients[(name, version)] += value
+                case ["lookup", status, action]:
+                    self.lookups[(status, action)] += value
+                    self.timeline_status[(minute, status)] += value
+                case ["reuse", origin, serving]:
+                    self.reuse[(origin, serving)] += value
+                    self.timeline_reuse[minute] += value
+                case ["requests", era]:
+                    self.eras[era] += value
+                case ["life", bound] if bound in _LIFE_BOUNDS:
+                    self.life_buckets[_LIFE_BOUNDS[bound]] += value
+                case [name] if name == F_LIFE_COUNT:
+                    self.life_count += value
+                case [name] if name == F_LIFE_SUM_MS:
+                    self.life_sum_ms += value
+                case ["dropped", worker, reason]:
+                    self.dropped[(worker, reason)] += value
+                case _:
+                    pass  # a field this reader does not know (a newer writer): ignored
+
+    def report(
+        self,
+        *,
+        since_seconds: float,
+        window_start: float,
+        now: float,
+        minutes: list[int],
+        heartbeats: Mapping[str, float],
+        live: Mapping[str, int],
+    ) -> AuditReport:
+        ended_by_worker: Counter[str] = Counter()
+        ended_by_reason = Counter(dict.fromkeys((r.value for r in EndReason), 0))
+        for (worker, reason), n in self.ended.items():
+            ended_by_worker[worker] += n
+            ended_by_reason[reason] += n
+        issued: Counter[str] = Counter()
+        served: Counter[str] = Counter()
+        for (origin, serving), n in self.reuse.items():
+            issued[origin] += n
+            served[serving] += n
+        seen = set(heartbeats) | set(self.created) | set(ended_by_worker) | set(issued) | set(served)
+        seen |= {worker for worker, _ in self.dropped}
+        workers = tuple(
+            WorkerStats(
+                worker=w,
+                alive=w in live,
+                last_heartbeat=heartbeats.get(w),
+                live=live.get(w, 0),
+                created=self.created[w],
+                ended=ended_by_worker[w],
+                reuse_issued=issued[w],
+                reuse_served=served[w],
+            )
+            for w in sorted(seen)
+        )
+        return AuditReport(
+            window_seconds=since_seconds,
+            window_start=window_start,
+            now=now,
+            created=sum(self.created.values()),
+            ended=sum(self.ended.values()),
+            live=sum(live.values()),
+            ended_by_reason=tuple(sorted(ended_by_reason.items())),
+            workers=workers,
+            lifetime=self._lifetime(),
+            lookups=tuple(LookupCount(s, a, n) for (s, a), n in sorted(self.lookups.items()) if n),
+            reuse=tuple(Reuse(o, s, n) for (o, s), n in sorted(self.reuse.items()) if n),
+            clients=_churn(self.clients),
+            legacy_requests=self.eras[Era.LEGACY.value],
+            modern_requests=self.eras[Era.MODERN.value],
+            dropped=tuple(Dropped(w, r, n) for (w, r), n in sorted(self.dropped.items()) if n),
+            timeline=tuple(
+                MinuteStats(
+                    minute=m * 60,
+                    created=self.timeline_created[m],
+                    ended=self.timeline_ended[m],
+                    reuse=self.timeline_reuse[m],
+                    fabricated=self.timeline_status[(m, Status.FABRICATED.value)],
+                    malformed=self.timeline_status[(m, Status.MALFORMED.value)],
+                )
+                for m in minutes
+            ),
+            has_data=self.any_field or bool(heartbeats),
+        )
+
+    def _lifetime(self) -> Lifetime:
+        buckets = sorted(self.life_buckets.items())
+        count = sum(n for _, n in buckets)
+        mean = self.life_sum_ms / 1000 / self.life_count if self.life_count else None
+        return Lifetime(count=count, median=_quantile(0.5, buckets), p95=_quantile(0.95, buckets), mean=mean)
+
+
+def _quantile(q: float, buckets: Iterable[tuple[float, int]]) -> float | None:
+    """The q-quantile of a histogram of (upper bound, count), linear within the bucket.
+
+    Like Prometheus' `histogram_quantile`: the first bucket starts at 0, and a quantile that
+    falls in the open-ended `inf` bucket is reported as that bucket's lower bound.
+    """
+    pairs = [(bound, n) for bound, n in buckets if n > 0]
+    total = sum(n for _, n in pairs)
+    if total == 0:
+        return None
+    rank = q * total
+    cumulative, lower = 0, 0.0
+    for upper, n in sorted(pairs):
+        if cumulative + n >= rank:
+            if math.isinf(upper):
+                return lower
+            return lower + (upper - lower) * (rank - cumulative) / n
+        cumulative += n
+        lower = upper
+    return lower
+
+
+def _churn(clients: Counter[tuple[str, str]]) -> tuple[ClientChurn, ...]:
+    """Clients ranked by sessions opened (most first); see `CHURN_FACTOR` for `churning`."""
+    total = sum(clients.values())
+    ranked = sorted(((key, n) for key, n in clients.items() if n), key=lambda kv: (-kv[1], kv[0]))
+    ascending = sorted(n for _, n in ranked)
+    result = []
+    for (name, version), n in ranked:
+        others = _median_without(ascending, n)
+        churning = others is not None and n >= CHURN_MIN_SESSIONS and n >= CHURN_FACTOR * others
+        result.append(ClientChurn(name=name, version=version, created=n, share=n / total, churning=churning))
+    return tuple(result)
+
+
+def _median_without(ascending: list[int], value: int) -> float | None:
+    """The median of a sorted list once one occurrence of `value` is taken out (O(log n))."""
+    if len(ascending) < 2:
+        return None
+    removed = bisect.bisect_left(ascending, value)
+
+    def at(k: int) -> int:  # the k-th element of the list without `removed`
+        return ascending[k if k < removed else k + 1]
+
+    size = len(ascending) - 1
+    mid = size // 2
+    return float(at(mid)) if size % 2 else (at(mid - 1) + at(mid)) / 2
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _int(value: object) -> int:
+    """A counter value; anything that is not an integer counts as 0 (the reader never fails on data)."""
+    if value is None:
+        return 0
+    try:
+        return int(_text(value) if isinstance(value, bytes | str) else str(value))
+    except ValueError:
+        return 0
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
