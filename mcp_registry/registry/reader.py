@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -205,9 +205,7 @@ class AuditReport:
         }
 
 
-async def read_audit(
-    redis: Redis, *, prefix: str, since_seconds: float, now: float, session_ttl: int
-) -> AuditReport:
+async def read_audit(redis: Redis, *, prefix: str, since_seconds: float, now: float, session_ttl: int) -> AuditReport:
     """Read the window `[now - since_seconds, now]` (whole minutes) of the registry under `prefix`.
 
     A worker is alive when its heartbeat is newer than `now - session_ttl`; the sessions of a
@@ -392,26 +390,27 @@ class _Counters:
         )
 
     def _lifetime(self) -> Lifetime:
-        buckets = sorted(self.life_buckets.items())
-        count = sum(n for _, n in buckets)
+        buckets = self.life_buckets
         mean = self.life_sum_ms / 1000 / self.life_count if self.life_count else None
-        return Lifetime(count=count, median=_quantile(0.5, buckets), p95=_quantile(0.95, buckets), mean=mean)
+        return Lifetime(
+            count=sum(buckets.values()), median=_quantile(0.5, buckets), p95=_quantile(0.95, buckets), mean=mean
+        )
 
 
-def _quantile(q: float, buckets: Iterable[tuple[float, int]]) -> float | None:
-    """The q-quantile of a histogram of (upper bound, count), linear within the bucket.
+def _quantile(q: float, counts: Mapping[float, int]) -> float | None:
+    """The q-quantile of a histogram (bucket upper bound -> count), linear within the bucket.
 
     Like Prometheus' `histogram_quantile`: the first bucket starts at 0, and a quantile that
     falls in the open-ended `inf` bucket is reported as that bucket's lower bound.
     """
-    pairs = [(bound, n) for bound, n in buckets if n > 0]
-    total = sum(n for _, n in pairs)
-    if total == 0:
+    total = sum(counts.values())
+    if total <= 0:
         return None
     rank = q * total
     cumulative, lower = 0, 0.0
-    for upper, n in sorted(pairs):
-        if cumulative + n >= rank:
+    for upper in _LIFE_BOUNDS.values():
+        n = counts.get(upper, 0)
+        if n > 0 and cumulative + n >= rank:
             if math.isinf(upper):
                 return lower
             return lower + (upper - lower) * (rank - cumulative) / n
