@@ -1,0 +1,131 @@
+"""Child processes that never outlive us: own process group, bounded stop, death signal on Linux.
+
+Every child the demo starts (redis-server, uvicorn workers, the balancer) goes through `spawn`
+and `terminate`. A child gets its own session, so a Ctrl-C in the terminal reaches only us and
+we decide the shutdown order; on Linux it also gets SIGKILL if the thread that started it dies
+without cleaning up (e.g. the parent is SIGKILLed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+_PR_SET_PDEATHSIG: Final = 1
+POLL_INTERVAL: Final = 0.05
+
+Probe = Callable[[], bool]
+"""A readiness check: true once the child answers."""
+
+
+class ChildFailedError(RuntimeError):
+    """A child process exited or never became ready; the message carries the tail of its log."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports that were free a moment ago (all held open while choosing)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGKILL the child when its parent thread goes away.
+
+    The kernel ties the signal to the *thread* that forked, so the hook is used only from the
+    main thread (a worker thread that exits would otherwise take the child with it).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
+def spawn(args: Sequence[str], *, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `args` in its own session with stdout and stderr going to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(args),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send `sig` to the child's process group, unless the child has already been reaped."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def terminate(proc: subprocess.Popen[bytes], *, timeout: float) -> int:
+    """SIGTERM the child's group, wait up to `timeout`, then SIGKILL. Returns the exit code.
+
+    An interruption while waiting (a second Ctrl-C) still ends with the group killed.
+    """
+    if proc.returncode is not None:
+        return proc.returncode
+    try:
+        signal_group(proc, signal.SIGTERM)
+        signal_group(proc, signal.SIGCONT)  # a paused child must wake up to see SIGTERM
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    finally:
+        if proc.returncode is None:
+            kill(proc)
+    return proc.wait()
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL the child's group and reap it."""
+    signal_group(proc, signal.SIGKILL)
+    return proc.wait()
+
+
+def log_tail(log_path: Path, lines: int = 20) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready: Probe, *, timeout: float, what: str, log_path: Path) -> None:
+    """Poll `ready()` until it is true; fail if the child exits or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ChildFailedError(f"{what} exited with code {proc.returncode}:\n{log_tail(log_path)}")
+        if ready():
+            return
+        if time.monotonic() >= deadline:
+            raise ChildFailedError(f"{what} was not ready within {timeout:g}s:\n{log_tail(log_path)}")
+        time.sleep(POLL_INTERVAL)

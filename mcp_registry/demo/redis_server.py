@@ -1,0 +1,179 @@
+"""A throw-away Redis on 127.0.0.1 for the demo and the tests.
+
+`RedisServer` runs a real `redis-server` (no persistence, its own temporary directory) when one
+is on PATH, and otherwise fakeredis's TCP server in a child process, so both can be paused,
+killed and restarted the same way::
+
+    with RedisServer() as redis:
+        print(redis.url)   # redis://127.0.0.1:<port>/0
+        redis.pause()      # SIGSTOP: Redis stops answering, connections stay open
+        redis.resume()
+        redis.restart()    # same port, empty dataset
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from mcp_registry.demo import _process
+
+HOST: Final = "127.0.0.1"
+
+# fakeredis's threaded TCP server, run as a child so that it can be paused and killed like
+# a real redis-server. argv[1] is the port.
+_EMBEDDED_SCRIPT: Final = """
+import sys
+from fakeredis import TcpFakeServer
+server = TcpFakeServer(("127.0.0.1", int(sys.argv[1])), server_type="redis")
+server.daemon_threads = True
+server.serve_forever(poll_interval=0.05)
+"""
+
+
+def redis_server_on_path() -> str | None:
+    """The path of a `redis-server` executable on PATH, if there is one."""
+    return shutil.which("redis-server")
+
+
+def ping(port: int, *, timeout: float = 0.25) -> bool:
+    """Whether something on 127.0.0.1:`port` answers a RESP `PING` with `+PONG` within `timeout`."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A Redis server child process on a free 127.0.0.1 port, stopped on exit.
+
+    `embedded=None` (the default) uses `redis-server` from PATH when there is one and fakeredis
+    otherwise; `True`/`False` force the choice (`False` without a `redis-server` raises
+    `FileNotFoundError`).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        embedded: bool | None = None,
+        startup_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        executable = redis_server_on_path()
+        if embedded is None:
+            embedded = executable is None
+        if not embedded and executable is None:
+            raise FileNotFoundError("redis-server is not on PATH; install Redis or use embedded=True")
+        self.embedded: bool = embedded
+        self._executable = executable
+        self.port: int = port if port is not None else _process.free_ports(1)[0]
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        if self._dir is None:
+            raise RuntimeError("the Redis server has not been started")
+        return Path(self._dir.name) / "redis.log"
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def ping(self) -> bool:
+        """Whether the server answers PING right now (False while it is paused or dead)."""
+        return ping(self.port)
+
+    def start(self) -> Self:
+        """Start the server and wait (bounded) until it answers PING."""
+        if self.running():
+            raise RuntimeError("the Redis server is already running")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="mcp-registry-redis-")
+        self._proc = _process.spawn(self._command(), env=os.environ, log_path=self.log_path)
+        try:
+            _process.wait_ready(
+                self._proc, self.ping, timeout=self._startup_timeout, what=self._describe(), log_path=self.log_path
+            )
+        except BaseException:
+            _process.kill(self._proc)
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after the stop timeout. Idempotent."""
+        if self._proc is not None:
+            _process.terminate(self._proc, timeout=self._stop_timeout)
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; `start()` or `restart()` brings it back."""
+        if self._proc is not None:
+            _process.kill(self._proc)
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its connections but answers nothing until `resume()`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, with an empty dataset."""
+        if self._proc is not None:
+            _process.terminate(self._proc, timeout=self._stop_timeout)
+        self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or not self.running():
+            raise RuntimeError("the Redis server is not running")
+        _process.signal_group(self._proc, sig)
+
+    def _command(self) -> list[str]:
+        if self.embedded:
+            return [sys.executable, "-c", _EMBEDDED_SCRIPT, str(self.port)]
+        assert self._executable is not None
+        assert self._dir is not None
+        return [
+            self._executable,
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir.name,
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def _describe(self) -> str:
+        kind = "embedded fakeredis server" if self.embedded else "redis-server"
+        return f"{kind} on port {self.port}"

@@ -1,0 +1,202 @@
+"""`mcp-registry demo`: the whole product on 127.0.0.1, in one command.
+
+A Redis, N demo workers with the registry on, a non-sticky balancer in front, bounded traffic
+through it, then the audit of the run. Everything runs in child processes that are stopped in
+order (the workers gracefully, so the registry drains before the audit reads it); Ctrl-C or
+SIGTERM stops them all and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from types import FrameType
+from typing import Final
+
+import anyio
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mcp_registry.cli.audit import redact, run_audit
+from mcp_registry.config import (
+    ENV_PREFIX,
+    ENV_REFRESH_SECONDS,
+    ENV_REGISTRY,
+    ENV_RETENTION_SECONDS,
+    ENV_URL,
+)
+from mcp_registry.demo.balancer import Balancer
+from mcp_registry.demo.cluster import WorkerCluster
+from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
+
+DEFAULT_PREFIX: Final = "mcpreg"
+REFRESH_SECONDS: Final = "1"
+EXIT_FAILED: Final = 1
+GRAFANA_HINT: Final = (
+    "To watch the same numbers live in Grafana: [bold]docker compose up[/] in the repository, then open "
+    "http://127.0.0.1:3000 (see the README, section “Dashboards”)."
+)
+
+
+def run_demo(
+    *,
+    duration: float,
+    workers: int,
+    clients: int,
+    redis_url: str | None,
+    console: Console,
+    as_json: bool = False,
+) -> int:
+    """Run the demo and print the audit of the run; return the exit status.
+
+    `redis_url=None` starts a Redis (a `redis-server` on PATH, else an embedded one). With a
+    URL, the run writes under a prefix of its own so that it never mixes with real data.
+    With `as_json`, `console` receives only the audit's JSON document; the rest goes to stderr.
+    """
+    status = console if not as_json else Console(stderr=True)
+    with _sigterm_as_ctrl_c(), _quiet_client_logs(), ExitStack() as stack:
+        if redis_url is None:
+            server = stack.enter_context(RedisServer())
+            url, prefix = server.url, DEFAULT_PREFIX
+            kind = "embedded fakeredis (no redis-server on PATH)" if server.embedded else "redis-server"
+            status.print(f"Redis: {kind} at {url}")
+        else:
+            url, prefix = redis_url, f"{DEFAULT_PREFIX}-demo-{int(time.time())}"
+            if (problem := _unreachable(url)) is not None:
+                status.print(f"mcp-registry demo: cannot reach Redis at {redact(url)}: {problem}", style="red")
+                return EXIT_FAILED
+            status.print(f"Redis: {redact(url)}, keys under prefix {prefix!r}")
+
+        with status.status(f"Starting {workers} workers and the balancer…"):
+            cluster = stack.enter_context(WorkerCluster(workers, env=_worker_env(url, prefix)))
+            balancer = stack.enter_context(Balancer(cluster.urls))
+        status.print(f"Workers: {', '.join(f'{w} {u}' for w, u in zip(cluster.worker_ids, cluster.urls, strict=True))}")
+        status.print(f"Balancer (non-sticky, per request): {balancer.url}")
+
+        summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status)
+        forwarded = balancer.stats()
+        with status.status("Stopping the workers (the registry drains)…"):
+            balancer.stop()
+            cluster.stop()
+        status.print(_summary_table(summary, forwarded, cluster))
+        if summary.tool_calls == 0:
+            status.print("mcp-registry demo: no tool call succeeded; see the worker logs above", style="red")
+            return EXIT_FAILED
+
+        code = run_audit(url, prefix=prefix, since=None, as_json=as_json, console=console)
+        status.print(GRAFANA_HINT)
+        return code
+
+
+def _worker_env(url: str, prefix: str) -> dict[str, str]:
+    return {
+        ENV_REGISTRY: "1",
+        ENV_URL: url,
+        ENV_PREFIX: prefix,
+        ENV_REFRESH_SECONDS: REFRESH_SECONDS,
+        ENV_RETENTION_SECONDS: "3600",
+    }
+
+
+def _unreachable(url: str) -> str | None:
+    """Why the Redis at `url` cannot be used, or None when it answers PING."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        with contextlib.closing(client):
+            client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _drive_with_progress(url: str, duration: float, plan: TrafficPlan, console: Console) -> TrafficSummary:
+    summary = TrafficSummary()
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )  # fmt: skip
+
+    def describe() -> str:
+        return (
+            f"traffic: {summary.requests} requests · {summary.sessions_opened} sessions · "
+            f"{summary.session_not_found} × 404 after a hop · {summary.modern_calls} sessionless calls"
+        )
+
+    async def main() -> None:
+        task = progress.add_task(describe(), total=duration)
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+
+            async def tick() -> None:
+                while True:
+                    progress.update(task, completed=time.monotonic() - started, description=describe())
+                    await anyio.sleep(0.25)
+
+            tg.start_soon(tick)
+            await drive_traffic(url, duration=duration, plan=plan, summary=summary)
+            tg.cancel_scope.cancel()
+        progress.update(task, completed=duration, description=describe())
+
+    with progress:
+        anyio.run(main)
+    return summary
+
+
+def _summary_table(summary: TrafficSummary, forwarded: dict[str, int], cluster: WorkerCluster) -> Table:
+    table = Table(title="What the clients did", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    worker_of = dict(zip(cluster.urls, cluster.worker_ids, strict=True))
+    rows = [
+        ("requests made (initialize, list, call, raw HTTP)", summary.requests),
+        ("legacy sessions opened", summary.sessions_opened),
+        ("404 'Session not found' after a worker hop", summary.session_not_found),
+        ("re-initializations after a 404", summary.reinitializations),
+        ("successful tool calls (modern, sessionless)", f"{summary.tool_calls} ({summary.modern_calls})"),
+        ("requests with made-up ids", summary.fabricated_sent),
+        ("requests with malformed ids", summary.malformed_sent),
+        ("DELETEs of made-up sessions", summary.deletes_sent),
+        ("other errors", summary.errors),
+    ]
+    for label, value in rows:
+        table.add_row(label, str(value))
+    for upstream, count in sorted(forwarded.items()):
+        table.add_row(f"balancer → {worker_of.get(upstream, upstream)}", str(count))
+    return table
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so that `kill <pid>` also stops every child in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """The official client warns on every failed session termination; a demo expects many."""
+    logger = logging.getLogger("mcp.client")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
