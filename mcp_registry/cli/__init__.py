@@ -41,8 +41,7 @@ def _add_demo(subparsers: argparse._SubParsersAction[Any]) -> None:
     except ImportError as exc:
         reason = f"{type(exc).__name__}: {exc}"
         parser = subparsers.add_parser("demo", help="run the demo (unavailable here)", add_help=False)
-        parser.set_defaults(run=lambda _args: _unavailable("demo", reason))
-        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        parser.set_defaults(run=lambda _args: _unavailable("demo", reason), accepts_extra_arguments=True)
         return
     demo.add_parser(subparsers)
 
@@ -55,7 +54,9 @@ def _unavailable(command: str, reason: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mcp-registry` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     run = getattr(args, "run", None)
     if run is None:
         parser.print_usage(sys.stderr)

@@ -43,7 +43,8 @@ DEFAULT_SINCE: Final = "1h"
 MAX_SINCE_SECONDS: Final = 90 * 86_400
 REDIS_TIMEOUT_SECONDS: Final = 3.0
 """Connect and read timeout: an unreachable Redis fails in seconds, not minutes."""
-SPARK_WIDTH: Final = 60
+SPARK_WIDTH: Final = 72
+"""At most this many characters per sparkline: a 1 h window gets one per minute."""
 TOP_CLIENTS: Final = 10
 
 EXIT_OK: Final = 0
@@ -220,7 +221,7 @@ def render(report: AuditReport, console: Console, *, url: str, prefix: str) -> N
         _lookups(report),
         _reuse_matrix(report),
         _clients(report),
-        _timeline(report),
+        _timeline(report, width=console.width),
         _dropped(report),
     ):
         if table is not None:
@@ -269,20 +270,26 @@ def _workers(report: AuditReport) -> Table:
 
 
 def _lookups(report: AuditReport) -> Table:
-    actions = " · ".join(f"{action} {n}" for action, n in report.lookups_by_action.items())
-    table = Table(title="Lookups by classification", caption=f"actions: {actions}", title_justify="left")
-    table.add_column("classification")
-    table.add_column("legitimate")
-    table.add_column("requests", justify="right")
-    table.add_column("share", justify="right")
+    """Requests carrying an id, by what the id was (left) and what was done (right)."""
     by_status = report.lookups_by_status
     total = sum(by_status.values())
+    kinds = Table(title="Lookups by classification", title_justify="left")
+    kinds.add_column("classification")
+    kinds.add_column("legitimate")
+    kinds.add_column("requests", justify="right")
+    kinds.add_column("share", justify="right")
     for status, count in by_status.items():
         legit = _legitimate(status)
         verdict = Text("—", "dim") if legit is None else Text("yes", "green") if legit else Text("no", "red")
-        share = f"{count / total:.1%}" if total else "—"
-        table.add_row(status, verdict, str(count), share)
-    return table
+        kinds.add_row(status, verdict, str(count), _share(count, total))
+    actions = Table(title="Actions taken", title_justify="left")
+    actions.add_column("action")
+    actions.add_column("requests", justify="right")
+    for action, count in report.lookups_by_action.items():
+        actions.add_row(action, str(count))
+    side_by_side = Table.grid(padding=(0, 2))
+    side_by_side.add_row(kinds, actions)
+    return side_by_side
 
 
 def _reuse_matrix(report: AuditReport) -> Table:
@@ -320,20 +327,21 @@ def _clients(report: AuditReport) -> Table:
     return table
 
 
-def _timeline(report: AuditReport) -> Table:
+def _timeline(report: AuditReport, *, width: int) -> Table:
     minutes = len(report.timeline)
-    step = max(1, math.ceil(minutes / SPARK_WIDTH))
-    caption = "one character per minute" if step == 1 else f"one character per {step} minutes"
+    room = max(12, min(SPARK_WIDTH, width - 40))  # what the other columns and borders leave
+    step = max(1, math.ceil(minutes / room))
+    caption = "oldest → newest, one character per " + ("minute" if step == 1 else f"{step} minutes")
     table = Table(title="Per minute", caption=caption, title_justify="left")
-    table.add_column("series")
+    table.add_column("series", no_wrap=True)
     table.add_column("", no_wrap=True)
-    table.add_column("total", justify="right")
-    table.add_column("peak/min", justify="right")
+    table.add_column("total", justify="right", no_wrap=True)
+    table.add_column("peak/min", justify="right", no_wrap=True)
     series = {
-        "sessions created": [m.created for m in report.timeline],
-        "cross-worker reuse": [m.reuse for m in report.timeline],
-        "fabricated ids": [m.fabricated for m in report.timeline],
-        "malformed ids": [m.malformed for m in report.timeline],
+        "created": [m.created for m in report.timeline],
+        "reuse": [m.reuse for m in report.timeline],
+        "fabricated": [m.fabricated for m in report.timeline],
+        "malformed": [m.malformed for m in report.timeline],
     }
     for name, values in series.items():
         grouped = [sum(values[i : i + step]) for i in range(0, len(values), step)]
@@ -344,8 +352,7 @@ def _timeline(report: AuditReport) -> Table:
 def _dropped(report: AuditReport) -> Table | None:
     if not report.dropped:
         return None
-    table = Table(title="Registry events dropped (not recorded: counts above are low by this much)",
-                  title_justify="left", title_style="bold red")  # fmt: skip
+    table = Table(title="Dropped events (uncounted)", title_justify="left", title_style="bold red")
     table.add_column("worker")
     table.add_column("reason")
     table.add_column("events", justify="right")
@@ -373,6 +380,10 @@ def format_duration(seconds: float) -> str:
             if amount or unit == "s":
                 parts.append(f"{amount}{unit}")
     return "".join(parts[:2])
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "—"
 
 
 def _legitimate(status: str) -> bool | None:

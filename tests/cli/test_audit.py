@@ -1,0 +1,248 @@
+"""`mcp-registry audit` without a server: argument handling, errors, the JSON document, the tables."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from fakeredis import FakeServer
+from fakeredis.aioredis import FakeRedis
+from rich.console import Console
+
+from mcp_registry import cli
+from mcp_registry.cli import audit
+from mcp_registry.registry import keys
+
+PREFIX = "mcpreg"
+K = keys.KeySchema(PREFIX)
+CLASSIFICATIONS = {"local", "cross_worker", "expired", "fabricated", "malformed", "unverified"}
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
+    """A fake Redis that `run_audit` connects to whatever the URL says."""
+    fake = FakeServer()
+    monkeypatch.setattr(audit, "connect", lambda config, **_: FakeRedis(server=fake, decode_responses=True))
+    return fake
+
+
+@pytest.fixture
+def seeded(server: FakeServer) -> Iterator[FakeServer]:
+    r = fakeredis.FakeRedis(server=server, decode_responses=True)
+    now = time.time()
+    minute = K.minute(keys.minute_of(now))
+    for field, n in {
+        keys.f_created("worker-a"): 3,
+        keys.f_ended("worker-a", "deleted"): 1,
+        keys.f_reuse("worker-a", "worker-b"): 5,
+        keys.f_reuse("worker-b", "worker-c"): 2,
+        keys.f_lookup("cross_worker", "reject"): 7,
+        keys.f_lookup("fabricated", "reject"): 4,
+        keys.f_client("looper", "1.0"): 3,
+        keys.f_requests("legacy"): 10,
+    }.items():
+        r.hincrby(minute, field, n)
+    r.zadd(K.workers, {"worker-a": now - 1, "worker-b": now - 1})
+    r.hset(K.worker("worker-a"), "live", 2)
+    yield server
+    r.close()
+
+
+def run(console: Console, *, since: float | None = 3600, as_json: bool = False, url: str = "redis://x:6379/0") -> int:
+    return audit.run_audit(url, prefix=PREFIX, since=since, as_json=as_json, console=console)
+
+
+def recording_console() -> Console:
+    return Console(record=True, width=160, file=io.StringIO())
+
+
+# --- durations -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604_800), ("3600", 3600), ("1.5h", 5400), (" 2H ", 7200)],
+)
+def test_durations_accept_a_number_and_one_unit(text: str, seconds: float) -> None:
+    assert audit.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "5x", "-1m", "0", "0s", "1h30m", "91d", "nan", "inf", "1e3"])
+def test_durations_refuse_anything_else(text: str) -> None:
+    with pytest.raises(audit.AuditInputError, match="invalid duration"):
+        audit.parse_duration(text)
+
+
+def test_a_bad_since_is_one_line_and_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["audit", "--since", "soon"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("mcp-registry audit: error: argument --since: invalid duration 'soon'")
+
+
+def test_no_command_prints_usage_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: mcp-registry" in capsys.readouterr().err
+
+
+# --- failures --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://localhost:6379", "invalid Redis URL 'http://localhost:6379'"),
+        ("not a url", "invalid Redis URL"),
+        ("redis://localhost:port/0", "the port is not a number"),
+        ("redis://localhost:6379/zero", "the database must be a number"),
+        ("redis://:hunter2@localhost:6379/zero", "redis://:***@localhost:6379/zero"),
+    ],
+)
+def test_a_wrong_url_is_one_line_and_status_2(url: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(recording_console(), url=url) == audit.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert says in err
+    assert "hunter2" not in err
+
+
+def test_the_url_comes_from_the_environment_by_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_SESSION_REGISTRY_URL", "memcached://cache:11211")
+    assert cli.main(["audit"]) == audit.EXIT_USAGE
+    assert "memcached://cache:11211" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prefix", ["", "a b", "{x}", "a|b"])
+def test_a_bad_prefix_is_refused(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status = audit.run_audit("redis://localhost/0", prefix=prefix, since=60, as_json=True, console=recording_console())
+    assert status == audit.EXIT_USAGE
+    assert "invalid prefix" in capsys.readouterr().err
+
+
+def test_an_unreachable_redis_fails_fast_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    assert run(recording_console(), url=f"redis://127.0.0.1:{port}/0") == audit.EXIT_REDIS
+    assert time.monotonic() - started < audit.REDIS_TIMEOUT_SECONDS + 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"mcp-registry audit: cannot read the registry at redis://127.0.0.1:{port}/0: ")
+
+
+def test_an_empty_registry_says_so_in_one_line(server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(recording_console(), since=900) == audit.EXIT_EMPTY
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1
+    assert "no registry data in the last 15m" in err
+    assert out == ""
+
+
+# --- the JSON document -----------------------------------------------------------------------
+def test_json_has_the_documented_keys_and_counts(seeded: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console(file=None, width=100)
+    assert audit.run_audit("redis://x/0", prefix=PREFIX, since=600, as_json=True, console=console) == 0
+    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+
+    assert {"window_seconds", "sessions", "lookups", "cross_worker_reuse", "workers"} <= doc.keys()
+    assert {"lifetime_seconds", "clients", "protocol_eras", "dropped_events", "timeline"} <= doc.keys()
+    assert doc["window_seconds"] == 600
+    assert {k: doc["sessions"][k] for k in ("created", "ended", "live")} == {"created": 3, "ended": 1, "live": 2}
+    assert set(doc["lookups"]) == CLASSIFICATIONS
+    assert (doc["lookups"]["cross_worker"], doc["lookups"]["fabricated"]) == (7, 4)
+    assert doc["cross_worker_reuse"] == [
+        {"origin": "worker-a", "serving": "worker-b", "count": 5},
+        {"origin": "worker-b", "serving": "worker-c", "count": 2},
+    ]
+    assert doc["workers"] == ["worker-a", "worker-b", "worker-c"]
+    assert doc["protocol_eras"]["legacy_share"] == 1.0
+    assert len(doc["timeline"]) in (10, 11)  # minutes overlapping the last 600 s
+
+
+# --- the tables ------------------------------------------------------------------------------
+def cells(text: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is `first`."""
+    for line in text.splitlines():
+        row = [cell.strip() for cell in line.split("│")[1:-1]]
+        if row and row[0] == first:
+            return row
+    raise AssertionError(f"no row {first!r} in:\n{text}")
+
+
+def test_human_output_shows_the_reuse_matrix(seeded: FakeServer) -> None:
+    console = recording_console()
+    assert run(console) == 0
+    text = console.export_text()
+
+    matrix = text[text.index("Cross-worker reuse (origin → serving)") :]
+    header = next(line for line in matrix.splitlines() if "origin ╲ serving" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["origin ╲ serving", "worker-b", "worker-c", "total"]
+    assert cells(matrix, "worker-a") == ["worker-a", "5", "·", "5"]
+    assert cells(matrix, "worker-b") == ["worker-b", "·", "2", "2"]
+
+
+def test_human_output_has_totals_workers_lookups_and_clients(seeded: FakeServer) -> None:
+    console = recording_console()
+    assert run(console) == 0
+    text = console.export_text()
+
+    assert cells(text, "created")[:2] == ["created", "3"]
+    assert cells(text, "live now")[:2] == ["live now", "2"]
+    assert cells(text, "fabricated")[:3] == ["fabricated", "no", "4"]
+    assert cells(text, "cross_worker")[:3] == ["cross_worker", "yes", "7"]
+    worker_a = cells(text, "worker-a")  # the workers table comes first
+    assert worker_a[:5] == ["worker-a", "alive", "2", "3", "1"]
+    assert cells(text, "looper")[:3] == ["looper", "1.0", "3"]
+    assert "redis://x:6379/0" in text
+
+
+def test_a_window_without_reuse_says_so(server: FakeServer) -> None:
+    fakeredis.FakeRedis(server=server).hincrby(K.minute(keys.minute_of(time.time())), keys.f_created("solo"), 1)
+    console = recording_console()
+    assert run(console) == 0
+    assert "no cross-worker reuse in this window" in console.export_text()
+
+
+def test_sparklines_scale_to_the_peak() -> None:
+    line = audit.sparkline([0, 1, 2, 4, 8])
+    assert line[0] == "▁"  # nothing
+    assert line[1] != "▁"  # something, however small, is visible
+    assert line[-1] == "█"  # the peak
+    assert list(line) == sorted(line)
+    assert audit.sparkline([0, 0, 0]) == "▁▁▁"
+    assert audit.sparkline([5]) == "█"
+    assert audit.sparkline([]) == ""
+
+
+def test_sparkline_rows_are_one_character_per_minute_for_an_hour(seeded: FakeServer) -> None:
+    console = recording_console()
+    assert run(console) == 0
+    text = console.export_text()
+    row = cells(text[text.index("Per minute") :], "created")
+    assert len(row[1]) == 61
+    assert row[1][-1] == "█"
+    assert set(row[1][:-1]) == {"▁"}
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(3600, "1h"), (90, "1m30s"), (5400, "1h30m"), (0, "0s"), (86_400, "1d")])
+def test_durations_print_compactly(seconds: float, text: str) -> None:
+    assert audit.format_duration(seconds) == text
+
+
+def test_audit_works_when_the_demo_cannot_be_imported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "mcp_registry.cli.demo", None)  # makes the import fail
+    assert cli.main(["demo", "--duration", "5"]) == 1
+    assert "mcp-registry demo: unavailable in this installation" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["audit", "--since", "nope"])
+    assert exit_info.value.code == 2
