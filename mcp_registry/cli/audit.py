@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
@@ -229,7 +229,7 @@ def render(report: AuditReport, console: Console, *, url: str, prefix: str) -> N
 
 
 def _totals(report: AuditReport) -> Table:
-    table = Table(title="Sessions", show_header=False, title_justify="left")
+    table = _titled("Sessions", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_column()
@@ -250,7 +250,7 @@ def _totals(report: AuditReport) -> Table:
 
 
 def _workers(report: AuditReport) -> Table:
-    table = Table(title="Workers", title_justify="left")
+    table = _titled("Workers")
     for name in ("worker", "state", "live", "created", "ended", "reused elsewhere", "served for others"):
         table.add_column(name, justify="left" if name in ("worker", "state") else "right")
     table.add_column("last heartbeat")
@@ -273,7 +273,7 @@ def _lookups(report: AuditReport) -> Table:
     """Requests carrying an id, by what the id was (left) and what was done (right)."""
     by_status = report.lookups_by_status
     total = sum(by_status.values())
-    kinds = Table(title="Lookups by classification", title_justify="left")
+    kinds = _titled("Lookups by classification")
     kinds.add_column("classification")
     kinds.add_column("legitimate")
     kinds.add_column("requests", justify="right")
@@ -282,7 +282,7 @@ def _lookups(report: AuditReport) -> Table:
         legit = _legitimate(status)
         verdict = Text("—", "dim") if legit is None else Text("yes", "green") if legit else Text("no", "red")
         kinds.add_row(status, verdict, str(count), _share(count, total))
-    actions = Table(title="Actions taken", title_justify="left")
+    actions = _titled("Actions taken")
     actions.add_column("action")
     actions.add_column("requests", justify="right")
     for action, count in report.lookups_by_action.items():
@@ -297,7 +297,7 @@ def _reuse_matrix(report: AuditReport) -> Table:
     origins = sorted({r.origin for r in report.reuse})
     serving = sorted({r.serving for r in report.reuse})
     counts = {(r.origin, r.serving): r.count for r in report.reuse}
-    table = Table(title="Cross-worker reuse (origin → serving)", title_justify="left")
+    table = _titled("Cross-worker reuse (origin → serving)")
     table.add_column("origin ╲ serving")
     for worker in serving:
         table.add_column(worker, justify="right")
@@ -311,7 +311,7 @@ def _reuse_matrix(report: AuditReport) -> Table:
 
 
 def _clients(report: AuditReport) -> Table:
-    table = Table(title="Clients by sessions opened (churn)", title_justify="left")
+    table = _titled("Clients by sessions opened (churn)")
     table.add_column("client")
     table.add_column("version")
     table.add_column("sessions", justify="right")
@@ -332,7 +332,7 @@ def _timeline(report: AuditReport, *, width: int) -> Table:
     room = max(12, min(SPARK_WIDTH, width - 40))  # what the other columns and borders leave
     step = max(1, math.ceil(minutes / room))
     caption = "oldest → newest, one character per " + ("minute" if step == 1 else f"{step} minutes")
-    table = Table(title="Per minute", caption=caption, title_justify="left")
+    table = _titled("Per minute", caption=caption)
     table.add_column("series", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("total", justify="right", no_wrap=True)
@@ -352,7 +352,7 @@ def _timeline(report: AuditReport, *, width: int) -> Table:
 def _dropped(report: AuditReport) -> Table | None:
     if not report.dropped:
         return None
-    table = Table(title="Dropped events (uncounted)", title_justify="left", title_style="bold red")
+    table = _titled("Dropped events (uncounted)", title_style="bold red")
     table.add_column("worker")
     table.add_column("reason")
     table.add_column("events", justify="right")
@@ -380,6 +380,11 @@ def format_duration(seconds: float) -> str:
             if amount or unit == "s":
                 parts.append(f"{amount}{unit}")
     return "".join(parts[:2])
+
+
+def _titled(title: str, **options: Any) -> Table:
+    """A table whose title stays on one line, however narrow its columns."""
+    return Table(title=title, title_justify="left", min_width=len(title) + 2, **options)
 
 
 def _share(part: int, whole: int) -> str:
