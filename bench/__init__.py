@@ -1,0 +1,1 @@
+"""The benchmark of mcp_registry: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,93 @@
+"""The ASGI apps the benchmark serves, one uvicorn target each.
+
+- `bench.apps:bare` — `MCPServer(...).streamable_http_app(json_response=True)`, nothing else.
+- `bench.apps:wrapped` — the same app wrapped by `SessionRegistryMiddleware`; the registry is
+  on or off per the `MCP_SESSION_*` environment (`config=None` reads it).
+- `bench.apps:bare_stateless`, `bench.apps:wrapped_stateless` — the same with `stateless_http=True`.
+
+All of them carry the demo's tools (`add`, `echo`, `whoami`) and get the same treatment so that
+the comparison is fair: SDK logging at WARNING (the SDK logs every new session at INFO through
+Rich, with its raw id), and `gc.collect(); gc.freeze()` once start-up is complete (Python's full
+GC passes over the start-up heap otherwise dominate p99; set `BENCH_GC_FREEZE=0` to skip it).
+Each app is built on first access, so a worker builds only the one it serves.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+
+from mcp.server.mcpserver import MCPServer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class FreezeHeapAfterStartup:
+    """Pass-through ASGI wrapper that runs `gc.collect(); gc.freeze()` when the lifespan start-up completes."""
+
+    def __init__(self, app: ASGIApp, *, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" or not self.enabled:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_freezing(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                gc.collect()
+                gc.freeze()
+            await send(message)
+
+        await self.app(scope, receive, send_after_freezing)
+
+
+def _server() -> MCPServer:
+    server: MCPServer = MCPServer("mcp-registry-bench", log_level="WARNING")
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    @server.tool()
+    def whoami() -> str:
+        """The id of the worker that served this call."""
+        return worker
+
+    return server
+
+
+def build(*, wrapped: bool, stateless: bool) -> ASGIApp:
+    """One benchmark app: the SDK's Streamable HTTP app (JSON responses), optionally wrapped."""
+    server = _server()
+    app: ASGIApp = server.streamable_http_app(json_response=True, stateless_http=stateless)
+    if wrapped:
+        from mcp_registry import SessionRegistryMiddleware
+
+        app = SessionRegistryMiddleware(app, session_manager=server.session_manager)
+    return FreezeHeapAfterStartup(app, enabled=os.environ.get("BENCH_GC_FREEZE", "1") != "0")
+
+
+_VARIANTS = {
+    "bare": {"wrapped": False, "stateless": False},
+    "wrapped": {"wrapped": True, "stateless": False},
+    "bare_stateless": {"wrapped": False, "stateless": True},
+    "wrapped_stateless": {"wrapped": True, "stateless": True},
+}
+_built: dict[str, ASGIApp] = {}
+
+
+def __getattr__(name: str) -> ASGIApp:
+    if name not in _VARIANTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _built:
+        _built[name] = build(**_VARIANTS[name])
+    return _built[name]

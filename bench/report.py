@@ -1,0 +1,251 @@
+"""Markdown for bench/README.md: the machine, the command, the tables and the targets."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Final
+
+from bench.procs import REPO_ROOT
+from bench.scale import ScaleResult
+from bench.sidebyside import BARE, OFF, ON, SideBySide, Summary
+
+PACKAGES: Final = ("mcp", "mcp-registry", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
+MODE_LABELS: Final = {
+    "stateful": "stateful legacy `tools/call` on the connection's own session",
+    "stateless": "stateless legacy `tools/call`",
+    "modern": "2026-07-28 `tools/call` (no session)",
+}
+TARGET_ON_THROUGHPUT: Final = 0.97
+TARGET_ON_P99: Final = 1.10
+TARGET_OFF_THROUGHPUT: Final = 0.99
+TARGET_REDIS_PER_REQUEST: Final = 0.01
+TARGET_RSS: Final = 1.05
+TARGET_BYTES_PER_SESSION: Final = 200
+TARGET_AUDIT_GROWTH: Final = 1.2
+
+
+def _output(command: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False, cwd=REPO_ROOT)
+    except OSError:
+        return "?"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
+
+
+def machine() -> list[str]:
+    """What the numbers were measured on, one Markdown list item each."""
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    commit = _output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = _output(["git", "status", "--porcelain", "--untracked-files=no"])
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit {commit}"
+        + (" (with local changes)" if dirty not in ("", "?") else ""),
+        f"machine: `nproc` = {os.cpu_count()}, {cpu}, Linux {platform.release()}, load average at start {load}",
+        f"Python {platform.python_version()}; {', '.join(versions)}",
+        f"{_output(['redis-server', '--version'])}; {_output(['wrk', '-v'])}",
+    ]
+
+
+def _ratio(value: tuple[float, float, float], reps: int) -> str:
+    median, low, high = value
+    if math.isnan(median):
+        return "—"
+    if reps > 1 and (low, high) != (median, median):
+        return f"{median:.2f} ({low:.2f}–{high:.2f})"
+    return f"{median:.2f}"
+
+
+def _scenario(summary: Summary) -> str:
+    workers = summary.scenario.workers
+    return f"{MODE_LABELS.get(summary.scenario.mode, summary.scenario.mode)}, {workers} worker{'s' * (workers > 1)}"
+
+
+def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> str:
+    s = result.settings
+    reps = s.reps
+    server_cpus, load_cpus = result.cpus
+    pinning = (
+        f"one worker: server on CPU {server_cpus}, wrk and redis-server on CPU {load_cpus}; "
+        "two workers: not pinned (the workers need both cores, wrk shares them)"
+        if server_cpus else "not pinned (no core to spare)"
+    )
+    lines = [
+        "Command: `" + command + "`",
+        "",
+        *(f"- {item}" for item in machine()),
+        f"- windows of {s.seconds:g} s after a {s.warmup_seconds:g} s warm-up per server, {reps} repetitions "
+        f"interleaved (A B C, B C A, C A B, ...); wrk with {s.connections} connections, one per thread; "
+        f"CPU pinning: {pinning}",
+        f"- all three apps: SDK logging at WARNING, `gc.collect(); gc.freeze()` after start-up "
+        f"({'on' if s.gc_freeze else 'off'}); registry on: redis-server on loopback, refresh every "
+        f"{s.refresh_seconds:g} s (the default is 60 s: this is the pessimistic side)",
+        f"- wrk used at most {max(x.wrk_core_share for x in summaries):.0%} of one core; other processes on "
+        f"the machine used up to {max(x.foreign_cores for x in summaries):.2f} cores during a window",
+        "",
+        "Ratios are this variant / the bare SDK in the same repetition: the median, and (min–max) over "
+        "the repetitions. CPU is the workers' user+system time per request (`/proc/<pid>/stat`); Redis "
+        "commands per request come from `INFO commandstats` around the registry-on windows; RSS is one "
+        "worker's after the scenario's runs.",
+        "",
+        "| scenario | variant | req/s | ×bare | p50 ms | ×bare | p99 ms | ×bare | CPU µs/req | ×bare "
+        "| Redis cmd/req | RSS MiB | ×bare | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in summaries:
+        redis = "—" if x.redis_per_request is None else f"{x.redis_per_request:.4f}"
+        lines.append(
+            f"| {_scenario(x)} | {x.variant.label} | {x.throughput:,.0f} | {_ratio(x.throughput_ratio, reps)} "
+            f"| {x.p50_ms:.2f} | {_ratio(x.p50_ratio, reps)} | {x.p99_ms:.2f} | {_ratio(x.p99_ratio, reps)} "
+            f"| {x.cpu_us:.0f} | {_ratio(x.cpu_ratio, reps)} | {redis} | {x.rss_mib:.1f} | {x.rss_ratio:.2f} "
+            f"| {x.errors + x.lost} |"
+        )
+    if result.rss_after_sessions:
+        bare = next((r for r in result.rss_after_sessions if r.variant == BARE), None)
+        lines += [
+            "",
+            f"Worker RSS after opening sessions (fresh one-worker servers, `initialize` × "
+            f"{s.rss_sessions:,} over 8 connections; registry on: after the registry wrote them all):",
+            "",
+            "| variant | sessions open | RSS before MiB | RSS after MiB | ×bare | KiB per session | "
+            "session keys in Redis |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in result.rss_after_sessions:
+            ratio = f"{r.after / bare.after:.3f}" if bare and bare.after else "—"
+            per_session = (r.after - r.before) / r.sessions / 1024 if r.sessions else float("nan")
+            recorded = "—" if r.recorded is None else f"{r.recorded:,}"
+            lines.append(
+                f"| {r.variant.label} | {r.sessions:,} | {r.before / 2**20:.1f} | {r.after / 2**20:.1f} | {ratio} "
+                f"| {per_session:.1f} | {recorded} |"
+            )
+    lines += ["", *_side_by_side_targets(result, summaries)]
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[str]:
+    rows: list[tuple[str, str, bool]] = []
+    stateful = [x for x in summaries if x.scenario.mode == "stateful"]
+    on = [x for x in stateful if x.variant == ON]
+    off = [x for x in stateful if x.variant == OFF]
+
+    def each(items: list[Summary], text: str) -> str:
+        return "; ".join(f"{x.scenario.workers} worker{'s' * (x.scenario.workers > 1)}: {text.format(x=x)}"
+                         for x in items)
+
+    if on:
+        rows.append((f"registry on, stateful own sessions: throughput ≥ {TARGET_ON_THROUGHPUT}× bare",
+                     each(on, "{x.throughput_ratio[0]:.3f}"),
+                     all(x.throughput_ratio[0] >= TARGET_ON_THROUGHPUT for x in on)))
+        rows.append((f"registry on, stateful own sessions: p99 ≤ {TARGET_ON_P99}× bare",
+                     each(on, "{x.p99_ratio[0]:.3f}"), all(x.p99_ratio[0] <= TARGET_ON_P99 for x in on)))
+        rows.append((f"Redis commands per request (own sessions) ≤ {TARGET_REDIS_PER_REQUEST}",
+                     each(on, "{x.redis_per_request:.4f}"),
+                     all((x.redis_per_request or 0.0) <= TARGET_REDIS_PER_REQUEST for x in on)))
+    if off:
+        rows.append((f"registry off, stateful: throughput ≥ {TARGET_OFF_THROUGHPUT}× bare",
+                     each(off, "{x.throughput_ratio[0]:.3f}"),
+                     all(x.throughput_ratio[0] >= TARGET_OFF_THROUGHPUT for x in off)))
+    bare = next((r for r in result.rss_after_sessions if r.variant == BARE), None)
+    on_rss = next((r for r in result.rss_after_sessions if r.variant == ON), None)
+    if bare and on_rss and bare.after:
+        ratio = on_rss.after / bare.after
+        rows.append((f"worker RSS, registry on, after {on_rss.sessions:,} sessions ≤ {TARGET_RSS}× bare",
+                     f"{ratio:.3f}", ratio <= TARGET_RSS))
+    return _targets_table(rows)
+
+
+def _targets_table(rows: list[tuple[str, str, bool]]) -> list[str]:
+    if not rows:
+        return []
+    return ["| target | measured (median) | verdict |", "|---|---|---|",
+            *(f"| {t} | {m} | {_verdict(ok)} |" for t, m, ok in rows)]
+
+
+def scale(result: ScaleResult, command: str) -> str:
+    s = result.settings
+    lines = [
+        "Command: `" + command + "`",
+        "",
+        *(f"- {item}" for item in machine()),
+        f"- simulated workers of at most {s.per_worker:,} sessions each"
+        + (" (the SDK's `max_sessions` default)" if s.per_worker == 10_000 else "")
+        + f", each a real `RegistryWriter`; audit timings are medians of {s.audit_runs} runs over `--since 1h`",
+        "",
+        "| live sessions | workers | session keys | Redis memory Δ | bytes per session | "
+        "`mcp-registry audit --json` s | audit reader alone ms | audit's `live` |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in result.points:
+        lines.append(
+            f"| {p.sessions:,} | {p.workers} | {p.session_keys:,} | {p.memory_delta / 2**20:.1f} MiB "
+            f"| {p.bytes_per_session:.0f} | {p.audit_cli_seconds:.2f} | {p.audit_reader_seconds * 1000:.1f} "
+            f"| {p.audit_live:,} |"
+        )
+    lines += ["", f"`mcp-registry audit --help` alone (the CLI's start-up): {result.cli_floor_seconds:.2f} s."]
+    if (w := result.event_writer) is not None:
+        batches = sorted(w.batches)
+        lines += [
+            "",
+            f"Writer, new sessions through its queue: {w.events:,} `SessionOpened` events written in "
+            f"{w.seconds * 1000:.0f} ms = **{w.events_per_second:,.0f} events/s**, in {len(batches)} pipelined "
+            f"batches (median {statistics.median(batches):.0f}, max {batches[-1]} events)."
+            if batches else "Writer: no batch was recorded.",
+        ]
+    if result.refresh_rates:
+        lines.append(
+            f"Writer, refresh pass (sliding expiry of every live session, pipelined): median "
+            f"**{statistics.median(result.refresh_rates):,.0f} sessions/s** per worker "
+            f"(min {min(result.refresh_rates):,.0f}, max {max(result.refresh_rates):,.0f})."
+        )
+    rows: list[tuple[str, str, bool]] = []
+    if result.points:
+        last = result.points[-1]
+        rows.append((f"≤ {TARGET_BYTES_PER_SESSION} B of Redis memory per live session",
+                     f"{last.bytes_per_session:.0f} B at {last.sessions:,}",
+                     last.bytes_per_session <= TARGET_BYTES_PER_SESSION))
+    if len(result.points) > 1:
+        first, last = result.points[0], result.points[-1]
+        growth = last.audit_cli_seconds / first.audit_cli_seconds
+        rows.append((f"audit time flat from {first.sessions:,} to {last.sessions:,} sessions "
+                     f"(≤ {TARGET_AUDIT_GROWTH}×)",
+                     f"{growth:.2f}× (reader alone {first.audit_reader_seconds * 1000:.1f} → "
+                     f"{last.audit_reader_seconds * 1000:.1f} ms)", growth <= TARGET_AUDIT_GROWTH))
+    lines += ["", *_targets_table(rows)]
+    return "\n".join(lines)
+
+
+def write_section(readme: Path, name: str, content: str) -> None:
+    """Replace what is between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->`, keeping the rest."""
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    text = readme.read_text() if readme.exists() else ""
+    block = f"{begin}\n{content}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    readme.write_text(text)
