@@ -246,3 +246,30 @@ def test_audit_works_when_the_demo_cannot_be_imported(
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["audit", "--since", "nope"])
     assert exit_info.value.code == 2
+
+
+def test_an_invalid_registry_variable_is_one_line_and_status_2(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_SESSION_REGISTRY_REFRESH_SECONDS", "often")
+    assert run(recording_console()) == audit.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "MCP_SESSION_REGISTRY_REFRESH_SECONDS" in err
+
+
+@pytest.mark.parametrize(("refresh", "alive"), [(None, True), ("10", False)])
+def test_liveness_follows_the_workers_refresh_interval(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch, refresh: str | None, alive: bool
+) -> None:
+    r = fakeredis.FakeRedis(server=server)
+    r.zadd(K.workers, {"quiet": time.time() - 100})  # silent for 100 s: within 3 x 60 s, beyond 3 x 10 s
+    r.hset(K.worker("quiet"), "live", 4)
+    if refresh is not None:
+        monkeypatch.setenv("MCP_SESSION_REGISTRY_REFRESH_SECONDS", refresh)
+    out = io.StringIO()
+    assert run(Console(file=out), as_json=True) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["sessions"]["per_worker"][0]["alive"] is alive
+    assert doc["sessions"]["live"] == (4 if alive else 0)
+    assert doc["sessions"]["ended_by_reason"]["worker_lost"] == (0 if alive else 4)
