@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import httpx
+import pytest
+from mcp import Client
+from mcp_types import TextContent
+
+from mcp_registry.demo.app import build_app
+from mcp_registry.demo.cluster import WorkerCluster
+
+StartCluster = Callable[..., WorkerCluster]
+
+
+def python(code: str) -> str:
+    """Run `code` in a fresh interpreter (imports are process-wide) and return what it printed."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.integration
+async def test_the_tools_answer_and_whoami_names_the_serving_worker(worker_cluster: StartCluster) -> None:
+    url = worker_cluster(1).urls[0]
+    async with Client(url + "/mcp", mode="legacy") as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        added = await client.call_tool("add", {"a": 2, "b": 3})
+        echoed = await client.call_tool("echo", {"text": "héllo"})
+        me = await client.call_tool("whoami", {})
+    assert tools == {"add", "echo", "whoami"}
+    assert (added.structured_content, echoed.structured_content) == ({"result": 5}, {"result": "héllo"})
+    assert [b.text for b in me.content if isinstance(b, TextContent)] == ["worker-0"]
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url + "/healthz")).status_code == 200
+
+
+def test_an_invalid_stateless_flag_fails_at_start_up_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="MCP_DEMO_STATELESS must be one of"):
+        build_app({"MCP_DEMO_STATELESS": "maybe"})
+
+
+def test_importing_the_demo_infrastructure_builds_no_app() -> None:
+    imported = python(
+        "import sys, mcp_registry.demo.runner, mcp_registry.demo.cluster, mcp_registry.demo.traffic;"
+        "print('mcp_registry.demo.app' in sys.modules)"
+    )
+    assert imported == "False"
+
+
+def test_the_demo_package_attribute_app_is_the_wrapped_asgi_app() -> None:
+    kind = python("from mcp_registry.demo import app; print(type(app).__name__)")
+    assert kind == "SessionRegistryMiddleware"

@@ -1,0 +1,105 @@
+"""`mcp-registry demo`, run as a user runs it: the real CLI in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("redis_server_on_path_required")]
+
+MARKER = "MCP_REGISTRY_DEMO_TEST_RUN"
+
+
+def cli() -> list[str]:
+    script = Path(sys.executable).with_name("mcp-registry")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mcp_registry.cli"]
+
+
+def processes_carrying(token: str) -> list[int]:
+    """Pids of live processes whose environment carries `MARKER=token`: the demo and the Python
+    processes it started. (redis-server overwrites its environment with its process title: it is
+    checked through its port.)"""
+    needle = f"{MARKER}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def redis_port(output: str) -> int:
+    match = re.search(r"Redis: redis-server at redis://127\.0\.0\.1:(\d+)/0", output)
+    assert match is not None, output
+    return int(match[1])
+
+
+def nothing_listens_on(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def start_demo(*args: str) -> tuple[subprocess.Popen[str], str]:
+    token = secrets.token_hex(8)
+    env = {**os.environ, MARKER: token, "COLUMNS": "120"}
+    proc = subprocess.Popen([*cli(), "demo", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, token
+
+
+@pytest.fixture(autouse=True)
+def _needs_proc() -> None:
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("finding leftover processes reads /proc")
+
+
+def test_the_demo_exits_0_reports_cross_worker_reuse_and_leaves_no_process() -> None:
+    proc, token = start_demo("--duration", "5", "--workers", "2", "--clients", "2", "--json")
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    audit = json.loads(out)
+    assert sum(row["count"] for row in audit["cross_worker_reuse"]) > 0
+    assert set(audit["workers"]) >= {"worker-0", "worker-1"}
+    assert audit["sessions"]["created"] > 0
+    assert "What the clients did" in err
+    assert processes_carrying(token) == []
+    assert nothing_listens_on(redis_port(err))
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_process() -> None:
+    proc, token = start_demo("--duration", "120", "--workers", "2", "--clients", "1")
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # Redis, the workers, the balancer, then traffic
+            seen.append(line)
+            if line.startswith("Balancer"):
+                break
+        assert len(processes_carrying(token)) == 4  # the demo, 2 workers, the balancer
+        assert not nothing_listens_on(port := redis_port("".join(seen)))
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert processes_carrying(token) == []
+    assert nothing_listens_on(port)
