@@ -50,10 +50,13 @@ class BalancerApp:
         self.counts: Counter[str] = Counter(dict.fromkeys(self.upstreams, 0))
         self.unavailable = 0
         self._next = itertools.cycle(range(len(self.upstreams)))
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, read=None),  # SSE streams may stay silent for long
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
-        )
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, read=None),  # SSE streams may stay silent for long
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            )
+            client.headers.clear()  # forward the client's headers, not httpx's defaults
+        self._client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,6 +85,7 @@ class BalancerApp:
                     yield chunk
 
         headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
@@ -89,7 +93,7 @@ class BalancerApp:
             upstream = self.upstreams[next(self._next)]
             self.counts[upstream] += 1
             request = self._client.build_request(
-                scope["method"], upstream + target, headers=headers, content=request_body()
+                scope["method"], upstream + target, headers=headers, content=request_body() if has_body else None
             )
             try:
                 response = await self._client.send(request, stream=True)

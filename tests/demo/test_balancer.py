@@ -30,7 +30,8 @@ def upstream_app(name: str) -> Starlette:
 
     async def whoami(request: Request) -> Response:
         seen = request.headers.getlist("mcp-session-id")
-        return PlainTextResponse(name, headers={"x-seen-ids": repr(seen)})
+        names = ",".join(sorted({key for key, _ in request.headers.items()}))
+        return PlainTextResponse(name, headers={"x-seen-ids": repr(seen), "x-seen-names": names})
 
     async def echo(request: Request) -> Response:
         body = await request.body()
@@ -109,6 +110,13 @@ def test_status_headers_and_duplicate_headers_pass_through(two_upstreams: tuple[
         "b=2; Path=/; SameSite=lax",
     ]
     assert seen.headers["x-seen-ids"] == repr(["one", "two"])
+
+
+def test_the_upstream_gets_the_clients_headers_and_no_others(two_upstreams: tuple[str, str]) -> None:
+    with Balancer(two_upstreams[:1]) as balancer, httpx.Client(base_url=balancer.url) as http:
+        http.headers.clear()
+        seen = http.get("/whoami", headers={"x-a": "1", "connection": "keep-alive"})
+    assert seen.headers["x-seen-names"] == "host,x-a"
 
 
 def test_a_request_body_streams_to_the_upstream_unchanged(two_upstreams: tuple[str, str]) -> None:
