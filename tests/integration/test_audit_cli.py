@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,6 @@ import httpx
 import pytest
 import redis
 
-from mcp_registry.demo import _process
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.registry import keys
@@ -157,7 +157,9 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], says: str) -
 
 
 def test_an_unreachable_redis_fails_fast_in_one_line() -> None:
-    (port,) = _process.free_ports(1)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     started = time.monotonic()
     done = audit_cli("--url", f"redis://127.0.0.1:{port}/0")
     assert time.monotonic() - started < 15
