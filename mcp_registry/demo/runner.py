@@ -32,6 +32,7 @@ from mcp_registry.config import (
     ENV_RETENTION_SECONDS,
     ENV_URL,
 )
+from mcp_registry.demo._process import ChildFailedError, log_tail
 from mcp_registry.demo.balancer import Balancer
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
@@ -62,6 +63,17 @@ def run_demo(
     With `as_json`, `console` receives only the audit's JSON document; the rest goes to stderr.
     """
     status = console if not as_json else Console(stderr=True)
+    try:
+        return _run(duration, workers, clients, redis_url, console, status, as_json=as_json)
+    except ChildFailedError as exc:  # its message carries the tail of the child's log
+        status.print(f"mcp-registry demo: {exc}", style="red", markup=False, highlight=False)
+        return EXIT_FAILED
+
+
+def _run(
+    duration: float, workers: int, clients: int, redis_url: str | None, console: Console, status: Console,
+    *, as_json: bool,
+) -> int:  # fmt: skip
     with _sigterm_as_ctrl_c(), _quiet_client_logs(), ExitStack() as stack:
         if redis_url is None:
             server = stack.enter_context(RedisServer())
@@ -83,13 +95,16 @@ def run_demo(
 
         summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status)
         forwarded = balancer.stats()
+        if summary.tool_calls == 0:
+            for index, worker in enumerate(cluster.worker_ids):
+                status.rule(f"{worker} log (last lines)")
+                status.print(log_tail(cluster.log_path(index)), markup=False, highlight=False)
+            status.print("mcp-registry demo: no tool call succeeded; see the worker logs above", style="red")
+            return EXIT_FAILED
         with status.status("Stopping the workers (the registry drains)…"):
             balancer.stop()
             cluster.stop()
         status.print(_summary_table(summary, forwarded, cluster))
-        if summary.tool_calls == 0:
-            status.print("mcp-registry demo: no tool call succeeded; see the worker logs above", style="red")
-            return EXIT_FAILED
 
         code = run_audit(url, prefix=prefix, since=None, as_json=as_json, console=console)
         status.print(GRAFANA_HINT)

@@ -56,9 +56,9 @@ def nothing_listens_on(port: int) -> bool:
     return False
 
 
-def start_demo(*args: str) -> tuple[subprocess.Popen[str], str]:
+def start_demo(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     token = secrets.token_hex(8)
-    env = {**os.environ, MARKER: token, "COLUMNS": "120"}
+    env = {**os.environ, **(env or {}), MARKER: token, "COLUMNS": "120"}
     proc = subprocess.Popen([*cli(), "demo", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, token
 
@@ -103,3 +103,17 @@ def test_ctrl_c_stops_everything_and_leaves_no_process() -> None:
     assert proc.returncode == 130
     assert processes_carrying(token) == []
     assert nothing_listens_on(port)
+
+
+def test_a_worker_that_cannot_start_fails_the_demo_with_its_error_and_leaves_no_process() -> None:
+    proc, token = start_demo("--duration", "5", env={"MCP_DEMO_STATELESS": "maybe"})
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    lines = out.strip().splitlines()
+    assert "mcp-registry demo: worker-0 (mcp_registry.demo:app) exited with code 1:" in lines
+    assert lines[-1].startswith("ValueError: MCP_DEMO_STATELESS must be one of")  # the worker's own words
+    assert processes_carrying(token) == []
+    assert nothing_listens_on(redis_port(out))
