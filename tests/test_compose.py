@@ -1,0 +1,198 @@
+"""docker-compose.yml, the Dockerfile and deploy/ checked statically (no Docker engine runs here).
+
+The compose file must validate against the Compose Specification's JSON schema, pull only
+pinned images, publish ports on 127.0.0.1 only, configure the app only through variables the
+code reads (`MCP_SESSION_*` from `mcp_registry.config`, the OpenTelemetry SDK's `OTEL_*`),
+and wire the pieces together: the balancer in front of the app services, the app's Redis and
+OTLP endpoints on services of the stack, Grafana's provisioning and dashboards mounted where
+the provisioning files say.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import jsonschema
+import opentelemetry.environment_variables as otel_api_env
+import opentelemetry.sdk.environment_variables as otel_sdk_env
+import pytest
+import yaml
+
+from mcp_registry import config
+from mcp_registry.config import RegistryConfig
+from mcp_registry.demo import app as demo_app
+from mcp_registry.demo import telemetry_setup
+
+REPO: Final = Path(__file__).resolve().parents[1]
+COMPOSE_FILE: Final = REPO / "docker-compose.yml"
+SCHEMA_FILE: Final = Path(__file__).parent / "data" / "compose-spec.json"
+DOCKERFILE: Final = REPO / "Dockerfile"
+NGINX_CONF: Final = REPO / "deploy" / "nginx.conf"
+LOCALHOST: Final = "127.0.0.1"
+
+Service = dict[str, Any]
+
+
+def _constants(module: object, prefix: str) -> set[str]:
+    return {value for name, value in vars(module).items() if name.startswith(prefix) and isinstance(value, str)}
+
+
+DOCUMENTED_APP_VARIABLES: Final = (
+    _constants(config, "ENV_")
+    | _constants(telemetry_setup, "ENV_")
+    | _constants(demo_app, "ENV_")
+    | {v for v in _constants(otel_sdk_env, "OTEL_") | _constants(otel_api_env, "OTEL_") if v.startswith("OTEL_")}
+)
+"""Every variable something in the app reads: mcp_registry's config, the demo, the OpenTelemetry SDK."""
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Service]:
+    found: dict[str, Service] = compose["services"]
+    return found
+
+
+def _built_from_dockerfile(service: Service) -> bool:
+    build = service.get("build")
+    return build is not None and (build == "." or build.get("context") == ".")
+
+
+def _environment(service: Service) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {name: str(value) for name, value in env.items()}
+
+
+def _bind_mounts(service: Service) -> dict[str, str]:
+    """Container target -> repository source of every bind mount of `service`."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        if source.startswith("."):
+            mounts[target] = source
+    return mounts
+
+
+def _image_is_pinned(image: str) -> bool:
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag != "latest" and re.search(r"\d", tag) is not None
+
+
+# --- the specification ------------------------------------------------------------------------
+def test_compose_file_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+def test_the_schema_check_rejects_a_misspelt_service_key(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    broken = copy.deepcopy(compose)
+    broken["services"]["redis"]["enviroment"] = {"A": "1"}
+    with pytest.raises(jsonschema.ValidationError, match="enviroment"):
+        jsonschema.Draft7Validator(schema).validate(broken)
+
+
+# --- images and ports -------------------------------------------------------------------------
+def test_every_image_is_pinned_to_an_exact_tag(services: dict[str, Service]) -> None:
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        if "image" in service:
+            assert _image_is_pinned(service["image"]), f"{name}: {service['image']} is not pinned to a tag"
+
+
+def test_the_dockerfile_base_image_is_pinned_and_everything_it_copies_exists() -> None:
+    lines = [line.split() for line in DOCKERFILE.read_text().splitlines() if line.strip()]
+    bases = [words[1] for words in lines if words[0] == "FROM"]
+    assert bases
+    assert all(_image_is_pinned(base) for base in bases), bases
+    sources = [source for words in lines if words[0] == "COPY" for source in words[1:-1]]
+    assert sources
+    missing = [source for source in sources if not (REPO / source).exists()]
+    assert not missing, f"the Dockerfile copies files that do not exist: {missing}"
+
+
+def test_every_published_port_is_bound_to_localhost(services: dict[str, Service]) -> None:
+    published = 0
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            published += 1
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
+            assert host_ip == LOCALHOST, f"{name}: port {port} is not bound to {LOCALHOST}"
+    assert published > 0
+
+
+# --- the app's configuration ------------------------------------------------------------------
+def test_the_app_is_configured_only_through_documented_variables(services: dict[str, Service]) -> None:
+    apps = {name: s for name, s in services.items() if _built_from_dockerfile(s) and "environment" in s}
+    assert apps
+    for name, service in apps.items():
+        undocumented = set(_environment(service)) - DOCUMENTED_APP_VARIABLES
+        assert not undocumented, f"{name}: variables nothing reads: {sorted(undocumented)}"
+
+
+def test_the_app_configuration_is_valid_and_points_at_services_of_the_stack(services: dict[str, Service]) -> None:
+    apps = [s for s in services.values() if _built_from_dockerfile(s) and "environment" in s]
+    for service in apps:
+        env = _environment(service)
+        registry = RegistryConfig.from_env(env)  # raises ConfigError on any invalid value
+        assert registry.enabled
+        assert urlsplit(registry.url).hostname in services
+        assert urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"]).hostname in services
+
+
+def test_the_balancer_spreads_requests_over_the_app_services_without_stickiness(
+    services: dict[str, Service],
+) -> None:
+    conf = NGINX_CONF.read_text()
+    upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+);", conf, flags=re.MULTILINE)
+    app_services = {name for name, s in services.items() if _built_from_dockerfile(s) and "profiles" not in s}
+    assert {host for host, _ in upstreams} == app_services
+    assert len(app_services) >= 2
+    assert not re.search(r"^\s*(ip_hash|hash|sticky|keepalive)\b", conf, flags=re.MULTILINE)
+    balancer = next(s for s in services.values() if "./deploy/nginx.conf" in _bind_mounts(s).values())
+    assert set(balancer["depends_on"]) == app_services
+
+
+def test_grafana_reads_the_provisioning_and_dashboards_of_this_repository(services: dict[str, Service]) -> None:
+    grafana = next(s for s in services.values() if "GF_PATHS_PROVISIONING" in _environment(s))
+    mounts = _bind_mounts(grafana)
+    env = _environment(grafana)
+    assert mounts[env["GF_PATHS_PROVISIONING"]] == "./grafana/provisioning"
+    for path in sorted((REPO / "grafana" / "provisioning" / "dashboards").glob("*.yaml")):
+        for provider in yaml.safe_load(path.read_text())["providers"]:
+            assert mounts[provider["options"]["path"]] == "./grafana/dashboards", provider
+    home = Path(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert (REPO / mounts[str(home.parent)] / home.name).is_file()
+    for target, source in mounts.items():
+        assert (REPO / source).exists(), f"{target} mounts {source}, which does not exist"
+
+
+def test_the_traffic_profile_runs_code_that_exists(services: dict[str, Service]) -> None:
+    traffic = [s for s in services.values() if "traffic" in s.get("profiles", [])]
+    assert len(traffic) == 1
+    command = traffic[0]["command"]
+    assert command[:2] == ["python", "-c"]
+    tree = ast.parse(command[2])
+    imported = [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names if node.module]  # fmt: skip
+    assert imported
+    for module, name in imported:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name} does not exist"
