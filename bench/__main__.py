@@ -17,7 +17,7 @@ from bench import report, scale, sidebyside
 from bench.procs import BenchError, RedisServer, require_binary
 
 README = Path(__file__).resolve().parent / "README.md"
-DEFAULT_SCENARIOS = "stateful@1,stateless@1,modern@1,stateful@2,stateless@2"
+DEFAULT_SCENARIOS = "stateful@1,stateless@1,modern@1,stale@1,stateful@2,stateless@2"
 QUICK = {
     "seconds": 1, "warmup": 1, "reps": 1, "connections": 2, "scenarios": "stateful@1,modern@1",
     "rss_sessions": 100, "scale_sizes": "1000,5000", "per_worker": 1000, "audit_runs": 1,
@@ -28,16 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("part", nargs="?", choices=("all", "side-by-side", "scale"), default="all")
     parser.add_argument("--quick", action="store_true", help="a tiny configuration that runs in seconds (smoke test)")
-    parser.add_argument("--seconds", type=int, default=8, help="length of one measured window")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up per server and scenario, seconds")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each A/B/C window")
+    parser.add_argument("--seconds", type=int, default=5, help="length of one measured window")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up per server and scenario, seconds")
+    parser.add_argument("--reps", type=int, default=4, help="repetitions of each A/B/C window")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (one thread each)")
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
-                        help="comma-separated MODE@WORKERS, MODE in stateful, stateless, modern")
+                        help="comma-separated MODE@WORKERS, MODE in stateful, stateless, modern, stale")
     parser.add_argument("--rss-sessions", type=int, default=10_000,
                         help="sessions opened before measuring RSS (0: skip)")
     parser.add_argument("--refresh-seconds", type=float, default=10.0,
                         help="registry refresh interval of the registry-on servers")
+    parser.add_argument("--quiet-cores", type=float, default=0.25,
+                        help="measure an A/B/C group again when other processes used more cores than this")
+    parser.add_argument("--retries", type=int, default=3, help="A/B/C groups that may be measured again")
     parser.add_argument("--no-gc-freeze", action="store_true", help="do not gc.freeze() after start-up")
     parser.add_argument("--scale-sizes", default="100000,1000000", help="live sessions to simulate, comma-separated")
     parser.add_argument("--per-worker", type=int, default=10_000, help="sessions per simulated worker")
@@ -91,6 +94,9 @@ def _side_by_side(args: argparse.Namespace, workdir: Path, command: str, progres
         refresh_seconds=args.refresh_seconds,
         gc_freeze=not args.no_gc_freeze,
         workdir=workdir,
+        quiet_cores=args.quiet_cores,
+        quiet_wait=0.0 if args.quick else 3.0,
+        retries=0 if args.quick else args.retries,
     )
     _, load_cpus = sidebyside.cpu_plan(1)
     redis = RedisServer(workdir, cpus=load_cpus[-1:] if load_cpus else None).start()

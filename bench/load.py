@@ -13,7 +13,7 @@ from typing import Final
 from bench.procs import BenchError, pinned, require_binary
 
 SCRIPT: Final = Path(__file__).resolve().parent / "wrk" / "mcp.lua"
-MODES: Final = ("stateful", "stateless", "modern")
+MODES: Final = ("stateful", "stateless", "modern", "stale")
 _MARK: Final = "BENCH_RESULT "
 
 
@@ -26,7 +26,7 @@ class WrkResult:
     p99_us: int
     max_us: int
     ok: int
-    """Calls answered 200 with a JSON-RPC result."""
+    """Calls answered as they should be: 200 with a JSON-RPC result (404 "Session not found" for `stale`)."""
     bad: int
     """Responses that were not what a client expects (wrong status, error body)."""
     opened: int

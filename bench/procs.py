@@ -64,10 +64,25 @@ def rss_bytes(pid: int) -> int:
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy since boot (from /proc/stat)."""
+    """CPU seconds all cores spent running processes since boot, or stolen by the hypervisor (/proc/stat).
+
+    Interrupt and softirq time are left out: loopback traffic is processed there and is not
+    charged to any process, so it would otherwise count as someone else's load.
+    """
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLOCK_TICKS
+    user, nice, system, steal = values[0], values[1], values[2], values[7]
+    return (user + nice + system + steal) / CLOCK_TICKS
+
+
+def wait_for_quiet(threshold_cores: float, max_wait: float, sample: float = 1.0) -> None:
+    """Wait, at most `max_wait` seconds, until other processes keep less than `threshold_cores` busy
+    (ours are idle between windows)."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        busy = machine_busy_seconds()
+        time.sleep(sample)
+        if (machine_busy_seconds() - busy) / sample < threshold_cores:
+            return
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:

@@ -23,6 +23,7 @@ MODE_LABELS: Final = {
     "stateful": "stateful legacy `tools/call` on the connection's own session",
     "stateless": "stateless legacy `tools/call`",
     "modern": "2026-07-28 `tools/call` (no session)",
+    "stale": "legacy `tools/call` with a stale id (a hop): 404",
 }
 TARGET_ON_THROUGHPUT: Final = 0.97
 TARGET_ON_P99: Final = 1.10
@@ -100,7 +101,9 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
         f"({'on' if s.gc_freeze else 'off'}); registry on: redis-server on loopback, refresh every "
         f"{s.refresh_seconds:g} s (the default is 60 s: this is the pessimistic side)",
         f"- wrk used at most {max(x.wrk_core_share for x in summaries):.0%} of one core; other processes on "
-        f"the machine used up to {max(x.foreign_cores for x in summaries):.2f} cores during a window",
+        f"the machine used up to {max(x.foreign_cores for x in summaries):.2f} cores during a kept window "
+        f"(a group of A/B/C windows is measured again when they use more than {s.quiet_cores:g} cores: "
+        f"{len(result.discarded) // 3} group(s) were)",
         "",
         "Ratios are this variant / the bare SDK in the same repetition: the median, and (min–max) over "
         "the repetitions. CPU is the workers' user+system time per request (`/proc/<pid>/stat`); Redis "

@@ -22,7 +22,7 @@ from typing import Final
 import httpx
 
 from bench.load import MODES, WrkResult, run_wrk
-from bench.procs import BenchError, RedisServer, Uvicorn, cpu_seconds, machine_busy_seconds
+from bench.procs import BenchError, RedisServer, Uvicorn, cpu_seconds, machine_busy_seconds, wait_for_quiet
 
 INITIALIZE: Final = (
     b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
@@ -80,6 +80,12 @@ class Settings:
     refresh_seconds: float
     gc_freeze: bool
     workdir: Path
+    quiet_cores: float = 0.25
+    """A window during which other processes used more cores than this is measured again."""
+    quiet_wait: float = 10.0
+    """Seconds to wait for the machine to be quiet before each group of A/B/C windows."""
+    retries: int = 3
+    """How many A/B/C groups may be measured again in the whole run (a bound on the time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,8 @@ class SideBySide:
     rss: dict[tuple[Scenario, str], int] = field(default_factory=dict)
     rss_after_sessions: list[RssResult] = field(default_factory=list)
     cpus: tuple[list[int] | None, list[int] | None] = (None, None)
+    discarded: list[Window] = field(default_factory=list)
+    """Windows measured again because the machine was busy with other work."""
 
 
 def cpu_plan(workers: int) -> tuple[list[int] | None, list[int] | None]:
@@ -166,11 +174,20 @@ def run(settings: Settings, redis: RedisServer, progress: Progress) -> SideBySid
             for rep in range(settings.reps):
                 order = VARIANTS[rep % 3:] + VARIANTS[: rep % 3]
                 for scenario in scenarios:
-                    for variant in order:
-                        window = _measure(scenario, variant, rep, servers[variant.key], redis, settings, load_cpus)
-                        result.windows.append(window)
-                        progress(f"{scenario.name} rep {rep + 1}/{settings.reps} {variant.label}: "
-                                 f"{window.wrk.throughput:.0f} req/s, p99 {window.wrk.p99_us / 1000:.1f} ms")
+                    while True:
+                        wait_for_quiet(settings.quiet_cores, settings.quiet_wait)
+                        triplet = [_measure(scenario, v, rep, servers[v.key], redis, settings, load_cpus)
+                                   for v in order]
+                        for window in triplet:
+                            progress(f"{scenario.name} rep {rep + 1}/{settings.reps} {window.variant.label}: "
+                                     f"{window.wrk.throughput:.0f} req/s, p99 {window.wrk.p99_us / 1000:.1f} ms, "
+                                     f"others used {window.foreign_cores:.2f} cores")
+                        busy = max(w.foreign_cores for w in triplet) > settings.quiet_cores
+                        if not busy or len(result.discarded) >= 3 * settings.retries:
+                            result.windows += triplet
+                            break
+                        result.discarded += triplet
+                        progress("  the machine was busy with other work: measuring these three again")
             for scenario in scenarios:
                 for variant in VARIANTS:
                     result.rss[(scenario, variant.key)] = servers[variant.key].rss_bytes()

@@ -7,6 +7,9 @@
 --              landed on another worker) starts a new session and is counted as `lost`.
 --   stateless  legacy `tools/call` with no session id, for a stateless server.
 --   modern     2026-07-28 `tools/call`: no handshake, no session id.
+--   stale      legacy `tools/call` carrying an id no worker issued (a worker hop as the worker
+--              sees it), one id per connection: a stateful server answers 404 "Session not
+--              found" (policy `spec`), which is what counts as correct here.
 -- Every response is checked (a fast 404 must not count as throughput); `done` prints one line
 -- `BENCH_RESULT {json}` that bench/load.py parses.
 
@@ -37,7 +40,8 @@ local mode
 local in_flight            -- "init", "initialized" or "call": what the request on the wire is
 local session_call         -- the formatted tools/call request of this connection's session
 local pending_initialized  -- the formatted notifications/initialized, sent once after initialize
-local static_call          -- the formatted request of the stateless and modern modes
+local static_call          -- the formatted request of the stateless, modern and stale modes
+local expected = 200       -- the status a correct answer to a call has
 
 function init(args)
   mode = args[1] or "stateful"
@@ -47,6 +51,13 @@ function init(args)
     static_call = wrk.format("POST", nil, headers({
       ["Mcp-Protocol-Version"] = "2026-07-28", ["Mcp-Method"] = "tools/call", ["Mcp-Name"] = "add",
     }), MODERN_CALL)
+  elseif mode == "stale" then
+    -- A table's address differs per thread: an id unique to this connection, visible ASCII.
+    local id = "bench-stale-" .. string.match(tostring({}), "0x(%x+)") .. "-" .. os.time()
+    static_call = wrk.format("POST", nil, headers({
+      ["Mcp-Session-Id"] = id, ["Mcp-Protocol-Version"] = "2025-11-25",
+    }), CALL)
+    expected = 404
   elseif mode ~= "stateful" then
     error("unknown mode " .. mode)
   end
@@ -73,7 +84,9 @@ end
 
 function response(status, hdrs, body)
   if in_flight == "call" then
-    if status == 200 and string.find(body, '"result"', 1, true) then
+    if expected == 404 and status == 404 and string.find(body, "Session not found", 1, true) then
+      ok = ok + 1
+    elseif expected == 200 and status == 200 and string.find(body, '"result"', 1, true) then
       ok = ok + 1
     else
       bad = bad + 1
