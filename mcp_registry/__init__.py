@@ -8,7 +8,22 @@ Wrap the SDK's Streamable HTTP app::
 Configuration comes from `RegistryConfig` (or the `MCP_SESSION_*` variables when `config` is None).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from mcp_registry.config import ConfigError, RegistryConfig, StalePolicy
-from mcp_registry.handler import SessionRegistryMiddleware
+
+if TYPE_CHECKING:
+    from mcp_registry.handler import SessionRegistryMiddleware
 
 __all__ = ["ConfigError", "RegistryConfig", "SessionRegistryMiddleware", "StalePolicy"]
+
+
+def __getattr__(name: str) -> Any:
+    # The middleware pulls in the MCP SDK; the audit CLI, which imports this package, does not need it.
+    if name == "SessionRegistryMiddleware":
+        from mcp_registry.handler import SessionRegistryMiddleware
+
+        return SessionRegistryMiddleware
+    raise AttributeError(f"module 'mcp_registry' has no attribute {name!r}")

@@ -144,7 +144,8 @@ def is_initialize_body(body: bytes) -> bool:
 
 def initialize_params(body: bytes) -> dict[str, object] | None:
     """The params of the `initialize` request in `body`, or None if it holds none. Never raises."""
-    if b'"initialize"' not in body:  # cheap pre-check: most bodies are not initialize
+    # Cheap pre-check (most bodies are not initialize); JSON escapes can spell it otherwise.
+    if b'"initialize"' not in body and b"\\u" not in body:
         return None
     try:
         message = json.loads(body)

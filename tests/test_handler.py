@@ -1,0 +1,351 @@
+"""The stale-session handler around the real SDK app, in process (registry off: no Redis here).
+
+Each test drives real HTTP requests through the real SDK session manager and asserts what a
+client or an operator sees: status codes, session ids, and our spans and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp.server.mcpserver import MCPServer
+
+from mcp_registry import RegistryConfig, SessionRegistryMiddleware, StalePolicy
+from mcp_registry.telemetry import (
+    ATTR_ACTION,
+    ATTR_ID_HASH,
+    ATTR_LEGITIMATE,
+    ATTR_RAW_SESSION_ID,
+    ATTR_STATUS,
+    ATTR_WORKER_ID,
+    METRIC_LOOKUPS,
+    METRIC_REQUESTS,
+    METRIC_SESSION_DURATION,
+    METRIC_SESSIONS_CREATED,
+    METRIC_SESSIONS_ENDED,
+)
+from mcp_registry.testing import (
+    MODERN_VERSION,
+    CapturedTelemetry,
+    capture_telemetry,
+    initialize_request,
+    lifespan,
+    session_headers,
+    tool_call,
+)
+
+HASH_KEY = b"k" * 32
+
+
+def build_app(
+    *, stateless: bool = False, idle_timeout: float | None = None, **config: Any
+) -> tuple[SessionRegistryMiddleware, CapturedTelemetry]:
+    server = MCPServer("handler-test")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    kwargs: dict[str, Any] = {"json_response": True, "stateless_http": stateless}
+    if idle_timeout is not None:
+        kwargs["session_idle_timeout"] = idle_timeout
+    inner = server.streamable_http_app(**kwargs)
+    telemetry = capture_telemetry()
+    middleware = SessionRegistryMiddleware(
+        inner,
+        session_manager=server.session_manager,
+        config=RegistryConfig(worker_id="worker-a", hash_key=HASH_KEY, **config),
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    return middleware, telemetry
+
+
+Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@asynccontextmanager
+async def running(app: SessionRegistryMiddleware) -> AsyncIterator[httpx.AsyncClient]:
+    async with lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+            yield client
+
+
+async def initialize(client: httpx.AsyncClient, name: str = "test-client") -> str:
+    response = await client.post("/mcp", json=initialize_request(name), headers=session_headers(None))
+    assert response.status_code == 200, response.text
+    session_id: str = response.headers["mcp-session-id"]
+    return session_id
+
+
+async def call_add(client: httpx.AsyncClient, session_id: str | None, **extra: str) -> httpx.Response:
+    return await client.post(
+        "/mcp", json=tool_call("add", {"a": 2, "b": 3}), headers={**session_headers(session_id), **extra}
+    )
+
+
+def result_text(response: httpx.Response) -> str:
+    text: str = response.json()["result"]["content"][0]["text"]
+    return text
+
+
+async def test_a_session_works_end_to_end_on_the_worker_that_issued_it() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        session_id = await initialize(client)
+        response = await call_add(client, session_id)
+    assert response.status_code == 200
+    assert result_text(response) == "5"
+    assert telemetry.spans() == []  # own sessions make no span of ours by default
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 1
+    assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="local") == 1
+
+
+async def test_own_session_classification_goes_on_the_current_span() -> None:
+    app, telemetry = build_app()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    async with running(app) as client:
+        session_id = await initialize(client)
+        with tracer.start_as_current_span("request"):
+            await call_add(client, session_id)
+    (request_span,) = telemetry.spans("request")
+    assert request_span.attributes is not None
+    assert request_span.attributes[ATTR_STATUS] == "local"
+    assert request_span.attributes[ATTR_LEGITIMATE] is True
+    assert request_span.attributes[ATTR_ID_HASH]
+    assert session_id not in json.dumps(dict(request_span.attributes))
+
+
+async def test_trace_local_makes_a_span_for_own_sessions() -> None:
+    app, telemetry = build_app(trace_local=True)
+    async with running(app) as client:
+        session_id = await initialize(client)
+        await call_add(client, session_id)
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_STATUS] == "local"
+    assert span.attributes[ATTR_ACTION] == "pass"
+
+
+async def test_stale_tool_call_gets_the_sdk_404_under_the_spec_policy() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        response = await call_add(client, "0123456789abcdef0123456789abcdef")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Session not found"
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_ACTION] == "reject"
+    assert span.attributes[ATTR_STATUS] == "unverified"  # registry off: nobody can tell
+    assert ATTR_LEGITIMATE not in span.attributes
+    assert span.attributes[ATTR_WORKER_ID] == "worker-a"
+
+
+async def test_stale_tool_call_is_stripped_under_the_strip_policy() -> None:
+    app, telemetry = build_app(stale_policy=StalePolicy.STRIP)
+    async with running(app) as client:
+        response = await call_add(client, "0123456789abcdef0123456789abcdef")
+    # The SDK sees a request without an id: a stateful manager wants an initialize first.
+    assert response.status_code == 400
+    assert "Missing session ID" in response.text
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_ACTION] == "strip"
+
+
+async def test_initialize_with_a_stale_id_gets_a_fresh_session() -> None:
+    app, telemetry = build_app()
+    stale = "0123456789abcdef0123456789abcdef"
+    async with running(app) as client:
+        response = await client.post("/mcp", json=initialize_request(), headers=session_headers(stale))
+        assert response.status_code == 200
+        fresh = response.headers["mcp-session-id"]
+        assert fresh != stale
+        assert result_text(await call_add(client, fresh)) == "5"
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_ACTION] == "strip"
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 1
+
+
+async def test_stale_delete_is_acknowledged_without_touching_live_sessions() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        live = await initialize(client)
+        response = await client.delete("/mcp", headers=session_headers("not-a-session-of-this-worker"))
+        assert response.status_code == 200
+        assert result_text(await call_add(client, live)) == "5"
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_ACTION] == "ack_delete"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("mcp-session-id", "a"), ("mcp-session-id", "b")],
+        [("Mcp-Session-Id", "")],
+        [("mcp-session-id", "x" * 257)],
+        [("mcp-session-id", "has space")],
+    ],
+    ids=["two-values", "empty", "too-long", "space"],
+)
+async def test_malformed_ids_are_classified_and_not_legitimate(headers: list[tuple[str, str]]) -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        base = session_headers(None)
+        response = await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 1}), headers=[*base.items(), *headers])
+    assert response.status_code == 404
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_STATUS] == "malformed"
+    assert span.attributes[ATTR_LEGITIMATE] is False
+
+
+async def test_non_utf8_header_bytes_never_break_a_request() -> None:
+    app, telemetry = build_app()
+    scope_headers = [
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+        (b"mcp-session-id", b"\xff\xfe\x00\r\n"),
+    ]
+    body = json.dumps(tool_call("add", {"a": 1, "b": 1})).encode()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "root_path": "",
+        "headers": scope_headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    async with lifespan(app):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 404
+    assert telemetry.spans()[0].attributes == {**telemetry.spans()[0].attributes, ATTR_STATUS: "malformed"}
+
+
+async def test_stateless_manager_strips_stale_ids_and_serves_the_call() -> None:
+    app, telemetry = build_app(stateless=True)
+    async with running(app) as client:
+        response = await call_add(client, "id-from-another-worker")
+    assert response.status_code == 200
+    assert result_text(response) == "5"
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    assert span.attributes[ATTR_ACTION] == "strip"
+
+
+@pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
+async def test_plain_http_without_any_session_header_works(stateless: bool) -> None:
+    app, _ = build_app(stateless=stateless)
+    async with running(app) as client:
+        response = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+        assert response.status_code == 200
+        session_id = response.headers.get("mcp-session-id")
+        assert (session_id is None) is stateless
+        assert result_text(await call_add(client, session_id)) == "5"
+
+
+async def test_a_request_without_id_that_is_refused_opens_no_session() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        response = await call_add(client, None)
+    assert response.status_code == 400  # the SDK's "Missing session ID", with a throwaway id
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 0
+
+
+async def test_an_oversized_stale_body_gets_the_sdk_413_and_is_not_parsed() -> None:
+    app, _ = build_app()
+    async with running(app) as client:
+        huge = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"pad": "x" * (4 * 1024 * 1024)}}
+        response = await client.post("/mcp", json=huge, headers=session_headers("stale-id"))
+    assert response.status_code == 413
+
+
+async def test_modern_requests_skip_session_handling_and_count_as_modern() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        await client.post(
+            "/mcp",
+            json=tool_call("add", {"a": 1, "b": 2}),
+            headers=session_headers("ignored-by-the-sdk", protocol_version=MODERN_VERSION),
+        )
+        await initialize(client)
+    assert telemetry.spans() == []
+    assert telemetry.metric_total(METRIC_REQUESTS, mcp_registry__protocol__era="modern") == 1
+    assert telemetry.metric_total(METRIC_REQUESTS, mcp_registry__protocol__era="legacy") == 1
+
+
+async def test_delete_of_an_own_session_ends_it_with_its_lifetime() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        session_id = await initialize(client)
+        response = await client.delete("/mcp", headers=session_headers(session_id))
+        assert response.status_code == 200
+        assert (await call_add(client, session_id)).status_code == 404
+    assert telemetry.metric_total(METRIC_SESSIONS_ENDED, mcp_registry__session__end_reason="deleted") == 1
+    assert telemetry.metric_total(METRIC_SESSION_DURATION) == 1
+
+
+async def test_idle_expiry_and_shutdown_end_sessions_with_their_reasons() -> None:
+    app, telemetry = build_app(idle_timeout=0.2)
+    async with running(app) as client:
+        await initialize(client)
+        with anyio.fail_after(5):
+            while telemetry.metric_total(METRIC_SESSIONS_ENDED, mcp_registry__session__end_reason="idle") < 1:
+                await anyio.sleep(0.05)
+        await initialize(client)  # still held at shutdown
+    assert telemetry.metric_total(METRIC_SESSIONS_ENDED, mcp_registry__session__end_reason="shutdown") == 1
+
+
+async def test_raw_ids_reach_spans_only_when_the_operator_opts_in() -> None:
+    stale = "0123456789abcdef0123456789abcdef"
+    for record_raw_id in (False, True):
+        app, telemetry = build_app(record_raw_id=record_raw_id)
+        async with running(app) as client:
+            await call_add(client, stale)
+        (span,) = telemetry.spans()
+        assert span.attributes is not None
+        assert (span.attributes.get(ATTR_RAW_SESSION_ID) == stale) is record_raw_id
+        others = {k: v for k, v in span.attributes.items() if k != ATTR_RAW_SESSION_ID}
+        assert stale not in json.dumps(others)
+
+
+async def test_twenty_concurrent_calls_on_one_session_all_succeed() -> None:
+    app, _ = build_app()
+    async with running(app) as client:
+        session_id = await initialize(client)
+        results: list[str] = []
+
+        async def one(request_id: int) -> None:
+            body = tool_call("add", {"a": request_id, "b": 1}, request_id=request_id)
+            response = await client.post("/mcp", json=body, headers=session_headers(session_id))
+            results.append(result_text(response))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for request_id in range(100, 120):
+                    tg.start_soon(one, request_id)
+    assert sorted(results, key=int) == [str(i + 1) for i in range(100, 120)]
