@@ -86,6 +86,31 @@ def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
+def wait_stopped(proc: subprocess.Popen[bytes], stopped: bool, *, timeout: float = 5.0) -> None:
+    """Wait until every thread of the child is stopped (SIGSTOP) or running again (SIGCONT).
+
+    A signal is delivered asynchronously: a thread busy on another CPU can still answer one
+    request after `kill` returns. Linux shows the state in /proc; elsewhere this returns at once.
+    """
+    tasks = Path(f"/proc/{proc.pid}/task")
+    if not tasks.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    while _all_stopped(tasks) is not stopped and proc.poll() is None:
+        if time.monotonic() >= deadline:
+            raise ChildFailedError(f"process {proc.pid} did not {'stop' if stopped else 'continue'} in {timeout:g}s")
+        time.sleep(0.005)
+
+
+def _all_stopped(tasks: Path) -> bool:
+    states = []
+    for stat in tasks.glob("*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) S ...": the state follows the last ')' (comm may contain one)
+            states.append(stat.read_text().rpartition(")")[2].split()[0])
+    return bool(states) and all(state in {"T", "t"} for state in states)
+
+
 def terminate(proc: subprocess.Popen[bytes], *, timeout: float) -> int:
     """SIGTERM the child's group, wait up to `timeout`, then SIGKILL. Returns the exit code.
 
@@ -116,6 +141,19 @@ def log_tail(log_path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def uvicorn_bound(log_path: Path, port: int) -> bool:
+    """Whether the uvicorn child logging to `log_path` says it listens on `port`.
+
+    Asked before any health probe: other tests or demos on this machine run servers too, and
+    one of them could answer on a port our child failed to bind. (Needs uvicorn's log level
+    at `info` or lower, its default.)
+    """
+    try:
+        return f"running on http://127.0.0.1:{port} " in log_path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def wait_ready(proc: subprocess.Popen[bytes], ready: Probe, *, timeout: float, what: str, log_path: Path) -> None:

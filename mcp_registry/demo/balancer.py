@@ -187,8 +187,9 @@ class Balancer:
         self._proc = _process.spawn(args, env=os.environ, log_path=log_path)
         try:
             _process.wait_ready(
-                self._proc, self._answers, timeout=self._startup_timeout, what="the balancer", log_path=log_path
-            )
+                self._proc, lambda: self._answers(log_path), timeout=self._startup_timeout, what="the balancer",
+                log_path=log_path,
+            )  # fmt: skip
         except BaseException:
             self.stop()
             raise
@@ -216,7 +217,9 @@ class Balancer:
     ) -> None:
         self.stop()
 
-    def _answers(self) -> bool:
+    def _answers(self, log_path: Path) -> bool:
+        if not _process.uvicorn_bound(log_path, self.port):
+            return False
         try:
             return httpx.get(self.url + STATS_PATH, timeout=0.5).status_code == 200
         except httpx.HTTPError:
@@ -233,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     uvicorn.run(
         BalancerApp(args.upstream), host=args.host, port=args.port, loop="uvloop", http="httptools",
-        access_log=False, log_level="warning", timeout_graceful_shutdown=2,
+        access_log=False, log_level="info", timeout_graceful_shutdown=2,
     )  # fmt: skip
 
 

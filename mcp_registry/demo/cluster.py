@@ -40,7 +40,9 @@ class WorkerCluster:
     """Start `workers` uvicorn processes serving `app` (an import string).
 
     Each worker's environment is ours, plus `env`, plus `worker_env(i)` (settings that must
-    differ per worker, such as a metrics port), plus its worker id.
+    differ per worker, such as a metrics port), plus its worker id. A worker is ready when
+    uvicorn logs that it listens (keep `uvicorn_args` at log level `info` or lower) and its
+    `health_path` answers 200.
     """
 
     def __init__(
@@ -102,7 +104,7 @@ class WorkerCluster:
             for index, proc in enumerate(self._procs):
                 _process.wait_ready(
                     proc,
-                    _healthy(self.urls[index] + self.health_path),
+                    _serving(self.log_path(index), self.ports[index], self.urls[index] + self.health_path),
                     timeout=self._startup_timeout,
                     what=f"{self.worker_ids[index]} ({self.app})",
                     log_path=self.log_path(index),
@@ -157,10 +159,12 @@ class WorkerCluster:
         return _process.spawn(args, env=env, log_path=self.log_path(index))
 
 
-def _healthy(url: str) -> _process.Probe:
+def _serving(log_path: Path, port: int, health_url: str) -> _process.Probe:
     def probe() -> bool:
+        if not _process.uvicorn_bound(log_path, port):
+            return False
         try:
-            return httpx.get(url, timeout=0.5).status_code == 200
+            return httpx.get(health_url, timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 

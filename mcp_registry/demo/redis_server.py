@@ -14,6 +14,7 @@ killed and restarted the same way::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ import sys
 from fakeredis import TcpFakeServer
 server = TcpFakeServer(("127.0.0.1", int(sys.argv[1])), server_type="redis")
 server.daemon_threads = True
+print("READY", flush=True)  # the port is bound: whatever answers on it now is us
 server.serve_forever(poll_interval=0.05)
 """
 
@@ -52,6 +54,23 @@ def ping(port: int, *, timeout: float = 0.25) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def server_pid(port: int, *, timeout: float = 0.25) -> int | None:
+    """The `process_id` that the Redis on 127.0.0.1:`port` reports in `INFO server`, if any."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return None
+    match = re.search(rb"process_id:(\d+)", reply)
+    return int(match[1]) if match else None
 
 
 class RedisServer:
@@ -113,10 +132,11 @@ class RedisServer:
         self._proc = _process.spawn(self._command(), env=os.environ, log_path=self.log_path)
         try:
             _process.wait_ready(
-                self._proc, self.ping, timeout=self._startup_timeout, what=self._describe(), log_path=self.log_path
-            )
+                self._proc, self._ours_answers, timeout=self._startup_timeout, what=self._describe(),
+                log_path=self.log_path,
+            )  # fmt: skip
         except BaseException:
-            _process.kill(self._proc)
+            self.stop()
             raise
         return self
 
@@ -134,11 +154,13 @@ class RedisServer:
             _process.kill(self._proc)
 
     def pause(self) -> None:
-        """SIGSTOP the server: it keeps its connections but answers nothing until `resume()`."""
-        self._signal(signal.SIGSTOP)
+        """SIGSTOP the server: it keeps its connections but answers nothing until `resume()`.
+
+        Returns once the server is stopped, so that no request sent afterwards is answered."""
+        _process.wait_stopped(self._signal(signal.SIGSTOP), True)
 
     def resume(self) -> None:
-        self._signal(signal.SIGCONT)
+        _process.wait_stopped(self._signal(signal.SIGCONT), False)
 
     def restart(self) -> None:
         """Stop and start again on the same port, with an empty dataset."""
@@ -154,10 +176,18 @@ class RedisServer:
     ) -> None:
         self.stop()
 
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None or not self.running():
+    def _ours_answers(self) -> bool:
+        """Our child answers on the port (not another process that took the port meanwhile)."""
+        assert self._proc is not None
+        if self.embedded:
+            return b"READY" in self.log_path.read_bytes() and self.ping()
+        return server_pid(self.port) == self._proc.pid
+
+    def _signal(self, sig: signal.Signals) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
             raise RuntimeError("the Redis server is not running")
         _process.signal_group(self._proc, sig)
+        return self._proc
 
     def _command(self) -> list[str]:
         if self.embedded:

@@ -178,13 +178,13 @@ def _summary_table(summary: TrafficSummary, forwarded: dict[str, int], cluster: 
         ("successful tool calls (modern, sessionless)", f"{summary.tool_calls} ({summary.modern_calls})"),
         ("requests with made-up ids", summary.fabricated_sent),
         ("requests with malformed ids", summary.malformed_sent),
-        ("DELETEs of made-up sessions", summary.deletes_sent),
+        ("DELETEs with made-up or malformed ids", summary.deletes_sent),
         ("other errors", summary.errors),
     ]
     for label, value in rows:
         table.add_row(label, str(value))
-    for upstream, count in sorted(forwarded.items()):
-        table.add_row(f"balancer → {worker_of.get(upstream, upstream)}", str(count))
+    for worker, count in sorted((worker_of.get(upstream, upstream), n) for upstream, n in forwarded.items()):
+        table.add_row(f"HTTP requests balancer → {worker}", str(count))
     return table
 
 

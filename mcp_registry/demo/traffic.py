@@ -59,7 +59,7 @@ class TrafficSummary:
     malformed_sent: int = 0
     """Requests carrying a malformed session id."""
     deletes_sent: int = 0
-    """Explicit DELETEs of made-up sessions."""
+    """Explicit DELETEs with a made-up or malformed id."""
     errors: int = 0
     """Anything else that failed (timeouts, connection errors, unexpected answers)."""
     served_by: Counter[str] = field(default_factory=Counter)

@@ -111,3 +111,12 @@ def test_a_worker_that_cannot_start_fails_with_its_log_and_leaves_nothing() -> N
     with pytest.raises(ChildFailedError, match="no_such_module_here"):
         cluster.start()
     assert [pid for pid in cluster.pids if process_exists(pid)] == []
+
+
+def test_a_worker_whose_port_was_taken_meanwhile_fails_even_if_another_server_answers_there(
+    worker_cluster: StartCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    someone_else = worker_cluster(1)  # e.g. another demo running on this machine
+    monkeypatch.setattr("mcp_registry.demo._process.free_ports", lambda count: someone_else.ports[:count])
+    with pytest.raises(ChildFailedError, match="exited with code"):
+        WorkerCluster(1).start()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from mcp_registry.demo._process import ChildFailedError
 from mcp_registry.demo.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,10 @@ def test_without_redis_server_on_path_the_default_is_embedded(monkeypatch: pytes
     assert RedisServer().embedded
     with pytest.raises(FileNotFoundError, match="redis-server is not on PATH"):
         RedisServer(embedded=False)
+
+
+def test_a_server_whose_port_is_taken_fails_even_though_a_redis_answers_there(redis_server: RedisServer) -> None:
+    with pytest.raises(ChildFailedError, match="exited with code"):
+        RedisServer(port=redis_server.port, embedded=False).start()
+    with pytest.raises(ChildFailedError, match="exited with code"):
+        RedisServer(port=redis_server.port, embedded=True).start()
