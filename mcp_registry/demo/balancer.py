@@ -5,7 +5,7 @@ balancer, two requests on one keep-alive connection usually reach two different 
 Request and response bodies stream through (SSE included); status and headers are preserved
 except the hop-by-hop ones. A connection refused by one upstream is retried on the next, as
 nginx does, when no request byte has been sent yet. `GET /_balancer/stats` answers the number
-of requests forwarded to each upstream.
+of requests each upstream answered, and how many found none.
 
 Run it in a child process with `Balancer`, or directly::
 
@@ -41,7 +41,7 @@ HOP_BY_HOP: Final = frozenset(
 
 
 class BalancerApp:
-    """The ASGI app of the balancer. `counts` holds the requests forwarded to each upstream."""
+    """The ASGI app of the balancer. `counts` holds the requests each upstream answered."""
 
     def __init__(self, upstreams: Sequence[str], *, client: httpx.AsyncClient | None = None) -> None:
         if not upstreams:
@@ -91,7 +91,6 @@ class BalancerApp:
             target += "?" + scope["query_string"].decode("latin-1")
         for _ in self.upstreams:
             upstream = self.upstreams[next(self._next)]
-            self.counts[upstream] += 1
             request = self._client.build_request(
                 scope["method"], upstream + target, headers=headers, content=request_body() if has_body else None
             )
@@ -103,6 +102,7 @@ class BalancerApp:
                 continue
             except httpx.HTTPError:
                 break
+            self.counts[upstream] += 1
             try:
                 await _relay_until_disconnect(response, receive, send)
             finally:
@@ -196,7 +196,7 @@ class Balancer:
         return self
 
     def stats(self) -> dict[str, int]:
-        """Requests forwarded to each upstream so far."""
+        """Requests each upstream has answered so far."""
         response = httpx.get(self.url + STATS_PATH, timeout=5.0)
         response.raise_for_status()
         upstreams: dict[str, int] = response.json()["upstreams"]

@@ -144,7 +144,9 @@ def test_an_upstream_that_refuses_connections_is_skipped(two_upstreams: tuple[st
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     with Balancer([dead, two_upstreams[0]]) as balancer, httpx.Client(base_url=balancer.url) as http:
         served = [http.get("/whoami").text for _ in range(4)]
+        stats = balancer.stats()
     assert served == ["A"] * 4
+    assert stats == {dead: 0, two_upstreams[0]: 4}
 
 
 def test_no_upstream_answering_is_a_502() -> None:
