@@ -43,7 +43,7 @@ REFRESH_SECONDS: Final = "1"
 EXIT_FAILED: Final = 1
 GRAFANA_HINT: Final = (
     "To watch the same numbers live in Grafana: [bold]docker compose up[/] in the repository, then open "
-    "http://127.0.0.1:3000 (see the README, section “Dashboards”)."
+    "http://127.0.0.1:3000 (see the README and docs/dashboards.md)."
 )
 
 
