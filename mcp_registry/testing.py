@@ -59,9 +59,8 @@ class CapturedTelemetry:
                         continue
                     for point in metric.data.data_points:
                         value = getattr(point, "value", None)
-                        if value is None:
-                            value = getattr(point, "count", 0)
-                        points.append((dict(point.attributes or {}), float(value)))
+                        total = float(value) if value is not None else float(getattr(point, "count", 0))
+                        points.append((dict(point.attributes or {}), total))
         return points
 
     def metric_total(self, name: str, **attributes: Any) -> float:

@@ -58,6 +58,14 @@ BACKOFF_FIRST: Final = 0.1
 BACKOFF_MAX: Final = 5.0
 
 
+def _drain(receive: MemoryObjectReceiveStream[Event]) -> Iterable[Event]:
+    while True:
+        try:
+            yield receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return
+
+
 class TokenBucket:
     """`rate` events per second with a burst of one second's worth."""
 
@@ -131,6 +139,7 @@ class RegistryWriter:
         self._down_since: float | None = None
         self._dropped_at_down = 0
         self._started_at = wall()
+        self._running = False
 
     # --- the request side: never blocks, never raises ----------------------------------------
     def submit(self, event: Event) -> bool:
@@ -148,9 +157,13 @@ class RegistryWriter:
     def close(self) -> None:
         """Stop accepting events; `run()` drains what is queued, flushes and returns."""
         self._send.close()
+        if not self._running:
+            self._drop(list(_drain(self._receive)), "shutdown")
+            self._receive.close()
 
     # --- the task ------------------------------------------------------------------------------
     async def run(self) -> None:
+        self._running = True
         redis = self._redis_factory(self._config)
         try:
             while True:
@@ -169,6 +182,8 @@ class RegistryWriter:
                     self._abandon_pending("shutdown")
                     return
         finally:
+            self._running = False
+            self._receive.close()
             with anyio.CancelScope(shield=True):
                 await redis.aclose()
 

@@ -1,0 +1,309 @@
+"""The background writer against fakeredis: what it writes, how it classifies ids, how it survives outages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+
+from mcp_registry.config import RegistryConfig
+from mcp_registry.decision import Action
+from mcp_registry.registry import keys
+from mcp_registry.registry.events import ClientInfo, SessionClosed, SessionOpened, StaleSeen
+from mcp_registry.registry.hasher import IdHasher
+from mcp_registry.registry.writer import LOOKUP_GRACE_SECONDS, RegistryWriter
+from mcp_registry.sessions import SessionBook
+from mcp_registry.telemetry import (
+    ATTR_LEGITIMATE,
+    ATTR_ORIGIN_WORKER,
+    ATTR_STATUS,
+    METRIC_QUEUE_DROPPED,
+    METRIC_REDIS_DURATION,
+    EndReason,
+    RequestStats,
+    Telemetry,
+)
+from mcp_registry.testing import CapturedTelemetry, capture_telemetry
+
+KEYS = keys.KeySchema("mcpreg")
+
+
+class Worker:
+    """One worker's writer, book and telemetry, sharing a fake Redis server with other workers."""
+
+    def __init__(self, server: fakeredis.FakeServer, name: str, **config: Any) -> None:
+        self.live: dict[str, object] = {}
+        self.config = RegistryConfig(enabled=True, worker_id=name, refresh_seconds=1.0, **config)
+        self.book = SessionBook(self.live)
+        self.stats = RequestStats()
+        self.captured: CapturedTelemetry = capture_telemetry()
+        self.telemetry = Telemetry(
+            worker_id=name,
+            stats=self.stats,
+            live_sessions=lambda: len(self.book),
+            queue_depth=lambda: 0,
+            tracer_provider=self.captured.tracer_provider,
+            meter_provider=self.captured.meter_provider,
+        )
+        self.hasher = IdHasher(self.config.hash_key)
+        self.server = server
+        self.writer = RegistryWriter(
+            self.config,
+            book=self.book,
+            stats=self.stats,
+            telemetry=self.telemetry,
+            hasher=self.hasher,
+            redis_factory=self._redis,
+        )
+
+    def _redis(self, _: RegistryConfig) -> Redis:
+        return fakeredis.FakeAsyncRedis(server=self.server, decode_responses=True)
+
+    def open(self, session_id: str, client: str = "inspector") -> None:
+        self.live[session_id] = object()
+        session = self.book.opened(session_id)
+        self.writer.submit(SessionOpened(session, ClientInfo(client, "1.0", "2025-11-25")))
+
+    def delete(self, session_id: str, lifetime: float = 12.0) -> None:
+        self.live.pop(session_id)
+        session = self.book.closed(session_id)
+        assert session is not None
+        self.writer.submit(SessionClosed(session, EndReason.DELETED, lifetime, self.book.now()))
+
+    def stale(self, session_id: str, action: Action = Action.REJECT, *, seen_ago: float = 0.0) -> None:
+        span = self.captured.tracer_provider.get_tracer("t").start_span("mcp_registry.session.resolve")
+        self.writer.submit(StaleSeen(session_id, action, span, time.monotonic() - seen_ago, self.book.now() - seen_ago))
+
+    def statuses(self) -> list[tuple[str, str | None]]:
+        out = []
+        for span in self.captured.spans():
+            assert span.attributes is not None
+            origin = span.attributes.get(ATTR_ORIGIN_WORKER)
+            out.append((str(span.attributes[ATTR_STATUS]), None if origin is None else str(origin)))
+        return out
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def redis(server: fakeredis.FakeServer) -> Redis:
+    return fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+
+
+@asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            tg.start_soon(worker.writer.run)
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.writer.close()
+
+
+async def until(condition: Callable[[], Any], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not await _value(condition()):
+            await anyio.sleep(0.01)
+
+
+async def _value(value: Any) -> Any:
+    return await value if hasattr(value, "__await__") else value
+
+
+async def minute_counters(redis: Redis) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    async for key in redis.scan_iter(match="mcpreg:m:*"):
+        for field, value in (await redis.hgetall(key)).items():
+            totals[str(field)] = totals.get(str(field), 0) + int(value)
+    return totals
+
+
+async def test_a_new_session_is_written_under_its_hash_with_a_ttl(server: fakeredis.FakeServer, redis: Redis) -> None:
+    a = Worker(server, "worker-a")
+    async with running(a):
+        a.open("secret-session-id-1")
+        await until(lambda: a.book.get("secret-session-id-1").id_hash is not None)  # type: ignore[union-attr]
+        h = a.hasher.require("secret-session-id-1")
+        await until(lambda: redis.exists(KEYS.session(h)))
+        assert await redis.get(KEYS.session(h)) == "worker-a"
+        assert 0 < await redis.ttl(KEYS.session(h)) <= a.config.session_ttl_seconds
+    stored = [k async for k in redis.scan_iter()]
+    assert not any("secret-session-id" in k for k in stored)
+    counters = await minute_counters(redis)
+    assert counters["created|worker-a"] == 1
+    assert counters["client|inspector|1.0"] == 1
+
+
+async def test_workers_agree_on_one_hash_key_through_redis(server: fakeredis.FakeServer) -> None:
+    a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
+    async with running(a, b):
+        await until(lambda: a.hasher.key is not None and b.hasher.key is not None)
+    assert a.hasher.key == b.hasher.key
+    assert a.hasher.hash("x") == b.hasher.hash("x")
+
+
+async def test_an_operator_key_is_used_and_never_stored(server: fakeredis.FakeServer, redis: Redis) -> None:
+    a = Worker(server, "worker-a", hash_key=b"operator-provided-key-0123456789")
+    async with running(a):
+        a.open("sid")
+        await until(lambda: redis.exists(KEYS.session(keys.id_hash(b"operator-provided-key-0123456789", "sid"))))
+    assert await redis.get(KEYS.hash_key) is None
+
+
+async def test_stale_ids_are_classified_cross_worker_expired_or_fabricated(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
+    async with running(a, b):
+        a.open("live-on-a")
+        a.open("ended-on-a")
+        await until(lambda: len(a.book) == 2 and all(s.id_hash for s in a.book))
+        a.delete("ended-on-a")
+        await until(lambda: redis.exists(KEYS.tombstone(a.hasher.require("ended-on-a"))))
+        b.stale("live-on-a")
+        b.stale("ended-on-a", Action.ACK_DELETE)
+        b.stale("never-issued")
+        await until(lambda: len(b.captured.spans()) == 3)
+    assert sorted(b.statuses()) == [
+        ("cross_worker", "worker-a"),
+        ("expired", "worker-a"),
+        ("fabricated", None),
+    ]
+    legit = {str(s.attributes[ATTR_STATUS]): s.attributes[ATTR_LEGITIMATE] for s in b.captured.spans()}  # type: ignore[index]
+    assert legit == {"cross_worker": True, "expired": True, "fabricated": False}
+    assert b.stats.reuse == {"worker-a": 1}
+
+
+async def test_an_id_used_elsewhere_before_its_end_counts_as_cross_worker(server: fakeredis.FakeServer) -> None:
+    """The lookup runs after a grace period; an id that ended in between was still live when used."""
+    a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
+    async with running(a, b):
+        a.open("short-lived")
+        await until(lambda: all(s.id_hash for s in a.book))
+        b.stale("short-lived", seen_ago=0.01)  # seen while live ...
+        a.delete("short-lived")  # ... then ended before b looks it up
+        await until(lambda: len(b.captured.spans()) == 1, timeout=5 + LOOKUP_GRACE_SECONDS)
+    assert b.statuses() == [("cross_worker", "worker-a")]
+
+
+async def test_a_flood_of_one_id_costs_one_lookup(server: fakeredis.FakeServer) -> None:
+    b = Worker(server, "worker-b")
+    async with running(b):
+        await until(lambda: b.hasher.key is not None)
+        for _ in range(500):
+            b.stale("the-same-made-up-id")
+        await until(lambda: len(b.captured.spans()) == 500)
+    assert {s for s, _ in b.statuses()} == {"fabricated"}
+    lookups = b.captured.metric_total(METRIC_REDIS_DURATION, mcp_registry__redis__operation="lookup")
+    assert 1 <= lookups <= 2  # deduplicated in the batch, then answered from the short cache
+
+
+async def test_lookups_beyond_the_rate_limit_are_unverified_and_counted(server: fakeredis.FakeServer) -> None:
+    b = Worker(server, "worker-b", lookup_rate=5.0)
+    async with running(b):
+        await until(lambda: b.hasher.key is not None)
+        for i in range(50):
+            b.stale(f"made-up-{i}")
+        await until(lambda: len(b.captured.spans()) == 50)
+    statuses = [s for s, _ in b.statuses()]
+    assert statuses.count("fabricated") <= 10
+    assert statuses.count("unverified") >= 40
+    assert b.stats.dropped["rate_limited"] == statuses.count("unverified")
+    assert b.captured.metric_total(METRIC_QUEUE_DROPPED) == statuses.count("unverified")
+
+
+async def test_a_full_queue_drops_and_counts_but_never_blocks(server: fakeredis.FakeServer) -> None:
+    b = Worker(server, "worker-b", queue_size=10)
+    # The writer is not running: the queue fills up, and submit still returns at once (it is not async).
+    accepted = [b.writer.submit(StaleSeen(f"id-{i}", Action.REJECT, _span(b), 0.0, 0.0)) for i in range(25)]
+    assert accepted.count(True) == 10
+    assert b.stats.dropped["queue_full"] == 15
+    assert [s for s, _ in b.statuses()] == ["unverified"] * 15
+    b.writer.close()  # a writer that never ran drops what it queued, and says so
+    assert b.stats.dropped["shutdown"] == 10
+
+
+def _span(worker: Worker) -> Any:
+    return worker.captured.tracer_provider.get_tracer("t").start_span("mcp_registry.session.resolve")
+
+
+async def test_an_outage_loses_no_counts_and_is_logged_once(
+    server: fakeredis.FakeServer, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = Worker(server, "worker-a")
+    caplog.set_level(logging.WARNING, logger="mcp_registry")
+    async with running(a):
+        await until(lambda: a.hasher.key is not None)
+        server.connected = False
+        for i in range(5):
+            a.open(f"during-outage-{i}")
+            a.stale(f"unknown-{i}")
+        await until(lambda: len(a.captured.spans()) == 5)
+        assert {s for s, _ in a.statuses()} == {"unverified"}
+        server.connected = True
+        await until(lambda: _count(redis, "created|worker-a", 5), timeout=15)
+        hashes = [a.hasher.require(f"during-outage-{i}") for i in range(5)]
+        await until(lambda: _all_exist(redis, [KEYS.session(h) for h in hashes]), timeout=15)
+    unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(unavailable) == 1
+    assert any("is back" in r.getMessage() for r in caplog.records)
+
+
+async def _count(redis: Redis, field: str, expected: int) -> bool:
+    return (await minute_counters(redis)).get(field, 0) == expected
+
+
+async def _all_exist(redis: Redis, names: list[str]) -> bool:
+    return bool(await redis.exists(*names) == len(names))
+
+
+async def test_live_sessions_come_back_after_redis_restarts_empty(server: fakeredis.FakeServer, redis: Redis) -> None:
+    a = Worker(server, "worker-a")
+    async with running(a):
+        a.open("survivor")
+        await until(lambda: all(s.id_hash for s in a.book))
+        h = a.hasher.require("survivor")
+        key_before = a.hasher.key
+        await until(lambda: redis.exists(KEYS.session(h)))
+        await redis.flushall()  # what a restart without persistence leaves
+        await until(lambda: redis.exists(KEYS.session(h)), timeout=10)  # the refresh re-asserts it
+    assert a.hasher.key == key_before
+
+
+async def test_a_lost_worker_has_its_sessions_ended_once(server: fakeredis.FakeServer, redis: Redis) -> None:
+    now = time.time()
+    await redis.zadd(KEYS.workers, {"worker-dead": now - 3600})
+    await redis.hset(KEYS.worker("worker-dead"), mapping={"live": 7, "heartbeat": int(now - 3600)})
+    a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
+    async with running(a, b):
+        await until(lambda: _count(redis, "ended|worker-dead|worker_lost", 7), timeout=10)
+    assert await redis.zscore(KEYS.workers, "worker-dead") is None
+    assert (await minute_counters(redis))["ended|worker-dead|worker_lost"] == 7
+
+
+async def test_shutdown_flushes_ends_and_removes_the_worker(server: fakeredis.FakeServer, redis: Redis) -> None:
+    a = Worker(server, "worker-a")
+    async with running(a):
+        a.open("held")
+        await until(lambda: all(s.id_hash for s in a.book))
+        session = a.book.close_all()[0]
+        a.writer.submit(SessionClosed(session, EndReason.SHUTDOWN, 3.0, a.book.now()))
+    h = a.hasher.require("held")
+    assert await redis.exists(KEYS.session(h)) == 0
+    assert str(await redis.get(KEYS.tombstone(h))).startswith("worker-a|")
+    counters = await minute_counters(redis)
+    assert counters["ended|worker-a|shutdown"] == 1
+    assert counters["life|5"] == 1
+    assert await redis.zscore(KEYS.workers, "worker-a") is None
