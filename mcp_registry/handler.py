@@ -88,6 +88,8 @@ class SessionRegistryMiddleware:
 
     # --- lifespan --------------------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        held: list[Message] = []
+
         async def receive_with_shutdown() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
@@ -95,8 +97,17 @@ class SessionRegistryMiddleware:
                 self.runtime.shutting_down()
             return message
 
+        async def send_after_drain(message: Message) -> None:
+            # The server exits on shutdown.complete: hold it until our queue has drained.
+            if message["type"] == "lifespan.shutdown.complete":
+                held.append(message)
+            else:
+                await send(message)
+
         async with self.runtime.running():
-            await self.app(scope, receive_with_shutdown, send)
+            await self.app(scope, receive_with_shutdown, send_after_drain)
+        for message in held:
+            await send(message)
 
     # --- requests ----------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
