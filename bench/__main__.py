@@ -6,6 +6,7 @@ See bench/README.md for what is measured and how to read it.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import report, scale, sidebyside
-from bench.procs import BenchError, RedisServer, require_binary
+from bench.procs import BenchError, RedisServer, require_binary, set_niceness
 
 README = Path(__file__).resolve().parent / "README.md"
 DEFAULT_SCENARIOS = "stateful@1,stateless@1,modern@1,stale@1,stateful@2,stateless@2"
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet-cores", type=float, default=0.25,
                         help="measure an A/B/C group again when other processes used more cores than this")
     parser.add_argument("--retries", type=int, default=3, help="A/B/C groups that may be measured again")
+    parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
+                        help="niceness of the servers, wrk and redis-server (default -10 as root: ahead of "
+                             "whatever else the machine runs)")
     parser.add_argument("--no-gc-freeze", action="store_true", help="do not gc.freeze() after start-up")
     parser.add_argument("--scale-sizes", default="100000,1000000", help="live sessions to simulate, comma-separated")
     parser.add_argument("--per-worker", type=int, default=10_000, help="sessions per simulated worker")
@@ -57,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.set_defaults(**QUICK)
         args = parser.parse_args(arguments)
     command = shlex.join(["python", "-m", "bench", *arguments])
+    set_niceness(args.nice)
     started = time.monotonic()
 
     def progress(text: str) -> None:

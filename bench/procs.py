@@ -45,11 +45,27 @@ def free_port() -> int:
         return port
 
 
+_niceness = 0
+
+
+def set_niceness(value: int) -> None:
+    """Run every process the benchmark starts at this niceness (negative: ahead of other work)."""
+    global _niceness
+    _niceness = value
+
+
+def niceness() -> int:
+    return _niceness
+
+
 def pinned(command: Sequence[str], cpus: Sequence[int] | None) -> list[str]:
-    """`command` run under `taskset` on `cpus`, or as it is when `cpus` is None."""
-    if not cpus:
-        return list(command)
-    return [require_binary("taskset"), "-c", ",".join(map(str, cpus)), *command]
+    """`command` run under `taskset` on `cpus` (as it is when `cpus` is None), at the benchmark's niceness."""
+    launch = list(command)
+    if _niceness:
+        launch = [require_binary("nice"), "-n", str(_niceness), *launch]
+    if cpus:
+        launch = [require_binary("taskset"), "-c", ",".join(map(str, cpus)), *launch]
+    return launch
 
 
 def cpu_seconds(pid: int) -> float:

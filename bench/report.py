@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from bench.procs import REPO_ROOT
+from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
 from bench.sidebyside import BARE, OFF, ON, SideBySide, Summary
 
@@ -96,7 +96,7 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
         *(f"- {item}" for item in machine()),
         f"- windows of {s.seconds:g} s after a {s.warmup_seconds:g} s warm-up per server, {reps} repetitions "
         f"interleaved (A B C, B C A, C A B, ...); wrk with {s.connections} connections, one per thread; "
-        f"CPU pinning: {pinning}",
+        f"CPU pinning: {pinning}; servers, wrk and redis-server run at niceness {niceness()}",
         f"- all three apps: SDK logging at WARNING, `gc.collect(); gc.freeze()` after start-up "
         f"({'on' if s.gc_freeze else 'off'}); registry on: redis-server on loopback, refresh every "
         f"{s.refresh_seconds:g} s (the default is 60 s: this is the pessimistic side)",
