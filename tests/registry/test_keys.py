@@ -1,0 +1,51 @@
+"""The key schema: ids never appear in keys, keys that move together share a hash tag."""
+
+from __future__ import annotations
+
+import re
+
+from mcp_registry.registry import keys
+
+SECRET = "4f9c2d0be1a8473f9a6c3e5d7b2a1f00"
+
+
+def hash_tag(key: str) -> str:
+    match = re.search(r"\{([^}]*)\}", key)
+    assert match is not None
+    return match.group(1)
+
+
+def test_the_id_hash_is_keyed_stable_and_hides_the_id() -> None:
+    h = keys.id_hash(b"k" * 32, SECRET)
+    assert h == keys.id_hash(b"k" * 32, SECRET)
+    assert h != keys.id_hash(b"j" * 32, SECRET)
+    assert len(h) == 16
+    assert SECRET not in h
+
+
+def test_a_session_and_its_tombstone_share_a_cluster_slot() -> None:
+    schema = keys.KeySchema("mcpreg")
+    h = keys.id_hash(b"k" * 32, SECRET)
+    assert hash_tag(schema.session(h)) == hash_tag(schema.tombstone(h)) == h
+    assert schema.session(h).startswith("mcpreg:")
+
+
+def test_untrusted_client_names_become_bounded_safe_labels() -> None:
+    field = keys.f_client("evil|client\nname" + "x" * 500, "1.0|2")
+    name, version = field.split("|")[1:]
+    assert len(name) == keys.LABEL_MAX
+    assert "\n" not in name
+    assert version == "1.0_2"
+
+
+def test_lifetimes_fall_into_their_buckets() -> None:
+    assert keys.f_lifetime(0.2) == "life|1"
+    assert keys.f_lifetime(30) == "life|30"
+    assert keys.f_lifetime(31) == "life|60"
+    assert keys.f_lifetime(10**6) == "life|inf"
+
+
+def test_tombstones_carry_origin_and_end_time() -> None:
+    value = keys.tombstone_value("host:12", 1700000000.25)
+    assert keys.parse_tombstone(value) == ("host:12", 1700000000.25)
+    assert keys.parse_tombstone("legacy-value") == ("legacy-value", None)
