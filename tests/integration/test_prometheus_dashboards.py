@@ -71,7 +71,8 @@ class PrometheusServer:
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         args = [
-            "prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
         ]  # fmt: skip
         self._proc = _process.spawn(args, env={}, log_path=root / "prometheus.log")
