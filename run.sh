@@ -21,6 +21,25 @@ ensure_venv() {
   fi
 }
 
+# The real servers the integration tests use (Debian packages). Installed when we can
+# (root with apt-get); otherwise those tests skip with a reason (and fail under CI=true).
+ensure_servers() {
+  local need=()
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v prometheus >/dev/null || need+=(prometheus)
+  command -v wrk >/dev/null || need+=(wrk)
+  [ ${#need[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]} (Debian packages) for the integration tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Debian starts packaged services; the tests start their own on free ports.
+    service redis-server stop >/dev/null 2>&1 || true
+    service prometheus stop >/dev/null 2>&1 || true
+  else
+    echo "note: ${need[*]} missing: the integration tests that need them will skip" >&2
+  fi
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -30,6 +49,7 @@ case "$cmd" in
     ;;
   test)
     ensure_venv test
+    ensure_servers
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   *)
