@@ -15,12 +15,16 @@ from collections.abc import Mapping
 from typing import Final
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
 
 ENV_STATELESS: Final = "MCP_DEMO_STATELESS"
+ENV_ALLOWED_HOSTS: Final = "MCP_DEMO_ALLOWED_HOSTS"
+"""Comma-separated `Host` values the SDK accepts (e.g. `balancer:*`); `*` turns its DNS-rebinding check off.
+Unset: the SDK's loopback default (`127.0.0.1:*`, `localhost:*`), right for everything on one machine."""
 SERVER_NAME: Final = "mcp-registry-demo"
 HEALTH_PATH: Final = "/healthz"
 _TELEMETRY_MODULE: Final = "mcp_registry.demo.telemetry_setup"
@@ -53,9 +57,22 @@ def build_app(environ: Mapping[str, str] | None = None) -> SessionRegistryMiddle
         """The id of the worker serving this call."""
         return config.worker_id
 
-    inner = server.streamable_http_app(json_response=True, stateless_http=stateless)
+    inner = server.streamable_http_app(
+        json_response=True, stateless_http=stateless, transport_security=_transport_security(env)
+    )
     inner.add_route(HEALTH_PATH, _healthz, methods=["GET"])
     return SessionRegistryMiddleware(inner, session_manager=server.session_manager, config=config)
+
+
+def _transport_security(env: Mapping[str, str]) -> TransportSecuritySettings | None:
+    """Behind a proxy or in a container the Host header is not loopback: allow the configured names."""
+    raw = env.get(ENV_ALLOWED_HOSTS, "").strip()
+    if not raw:
+        return None
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    if hosts == ["*"]:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=[])
 
 
 async def _healthz(request: Request) -> Response:

@@ -52,3 +52,17 @@ def test_importing_the_demo_infrastructure_builds_no_app() -> None:
 def test_the_demo_package_attribute_app_is_the_wrapped_asgi_app() -> None:
     kind = python("from mcp_registry.demo import app; print(type(app).__name__)")
     assert kind == "SessionRegistryMiddleware"
+
+
+async def test_allowed_hosts_let_a_proxy_name_reach_the_app() -> None:
+    import httpx
+
+    from mcp_registry.demo.app import build_app
+    from mcp_registry.testing import initialize_request, lifespan, session_headers
+
+    for allowed, status in (("", 421), ("balancer:*", 200), ("*", 200)):
+        app = build_app({"MCP_DEMO_ALLOWED_HOSTS": allowed, "MCP_SESSION_REGISTRY_WORKER_ID": "w"})
+        transport = httpx.ASGITransport(app=app)
+        async with lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://balancer:8080") as client:
+            response = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+        assert response.status_code == status, allowed
