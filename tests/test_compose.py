@@ -24,11 +24,16 @@ import opentelemetry.environment_variables as otel_api_env
 import opentelemetry.sdk.environment_variables as otel_sdk_env
 import pytest
 import yaml
+from mcp.server.transport_security import TransportSecurityMiddleware
+from starlette.requests import Request
 
 from mcp_registry import config
 from mcp_registry.config import RegistryConfig
-from mcp_registry.demo import app as demo_app
 from mcp_registry.demo import telemetry_setup
+from mcp_registry.demo.app import _transport_security
+
+# The module (`from mcp_registry.demo import app` would build the ASGI app of the same name).
+demo_app = importlib.import_module("mcp_registry.demo.app")
 
 REPO: Final = Path(__file__).resolve().parents[1]
 COMPOSE_FILE: Final = REPO / "docker-compose.yml"
@@ -169,6 +174,28 @@ def test_the_balancer_spreads_requests_over_the_app_services_without_stickiness(
     assert not re.search(r"^\s*(ip_hash|hash|sticky|keepalive)\b", conf, flags=re.MULTILINE)
     balancer = next(s for s in services.values() if "./deploy/nginx.conf" in _bind_mounts(s).values())
     assert set(balancer["depends_on"]) == app_services
+
+
+async def test_the_app_accepts_the_host_names_the_balancer_is_reached_by(services: dict[str, Service]) -> None:
+    conf = NGINX_CONF.read_text()
+    assert re.search(r"proxy_set_header\s+Host\s+\$http_host;", conf), "the balancer must forward the client's Host"
+    listen = re.search(r"^\s*listen\s+(\d+);", conf, flags=re.MULTILINE)
+    assert listen is not None
+    balancer_name, balancer = next(
+        (name, s) for name, s in services.items() if "./deploy/nginx.conf" in _bind_mounts(s).values()
+    )
+    published = [str(port).rsplit(":", 1)[0].rsplit(":", 1)[1] for port in balancer["ports"]]
+    hosts = [f"{balancer_name}:{listen.group(1)}"] + [f"{h}:{p}" for p in published for h in (LOCALHOST, "localhost")]
+    apps = [s for s in services.values() if _built_from_dockerfile(s) and "environment" in s]
+    for service in apps:
+        # Unset, the SDK would accept only loopback names, and `balancer:8080` would get 421.
+        settings = _transport_security(_environment(service))
+        assert settings is not None, "set MCP_DEMO_ALLOWED_HOSTS for the app behind the balancer"
+        security = TransportSecurityMiddleware(settings)
+        for host in [*hosts, "attacker.example:8080"]:
+            headers = [(b"host", host.encode()), (b"content-type", b"application/json")]
+            refusal = await security.validate_request(Request({"type": "http", "headers": headers}), is_post=True)
+            assert (refusal is None) == (host in hosts), f"Host {host}: {refusal}"
 
 
 def test_grafana_reads_the_provisioning_and_dashboards_of_this_repository(services: dict[str, Service]) -> None:
