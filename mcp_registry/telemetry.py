@@ -56,6 +56,10 @@ METRIC_BATCH_SIZE: Final = "mcp_registry.writer.batch_size"
 
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
+DROP_REASONS: Final = ("queue_full", "rate_limited", "backlog_full", "shutdown")
+"""Why the registry drops an event: queue full (at submit), lookup rate limit, pending backlog over its bound,
+shutdown before it could be written."""
+REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap")
 REDIS_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -160,6 +164,11 @@ class Telemetry:
         self._batch_size = meter.create_histogram(
             METRIC_BATCH_SIZE, unit="{event}", description="Events written to Redis in one pipelined batch."
         )
+        # Health counters start at zero, so "no failures" reads as 0 on a dashboard, not as no data.
+        for reason in DROP_REASONS:
+            self._dropped.add(0, {**self._worker_attr, ATTR_DROP_REASON: reason})
+        for operation in REDIS_OPERATIONS:
+            self._redis_errors.add(0, {**self._worker_attr, ATTR_OPERATION: operation})
         meter.create_observable_counter(
             METRIC_REQUESTS, [self._observe_requests], unit="{request}",
             description="Streamable HTTP requests by protocol era (session-based legacy or sessionless modern).",

@@ -21,3 +21,8 @@ def test_ruff_finds_nothing() -> None:
 def test_mypy_strict_finds_nothing() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing_in_the_dashboard_generator() -> None:
+    result = run("mypy", "grafana/generate.py")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -14,6 +14,8 @@ Four kinds of client run side by side until a deadline (and never past a request
 
 from __future__ import annotations
 
+import argparse
+import functools
 import math
 import secrets
 import time
@@ -256,3 +258,26 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 def _is_session_not_found(exc: BaseException) -> bool:
     return any(isinstance(leaf, MCPError) and "Session not found" in str(leaf) for leaf in _leaves(exc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mcp_registry.demo.traffic",
+        description="Drive the demo traffic mix against an MCP endpoint (bounded in time and count).",
+    )
+    parser.add_argument("--url", required=True, help="base URL of the balancer, e.g. http://balancer:8080")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    parser.add_argument("--clients", type=int, default=4, help="legacy clients (default 4)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = TrafficPlan.for_clients(args.clients)
+    summary = anyio.run(functools.partial(drive_traffic, args.url, duration=args.duration, plan=plan))
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
