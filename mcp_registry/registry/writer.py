@@ -248,7 +248,9 @@ class RegistryWriter:
             self._finish_unverified(self._lookups)
             self._lookups = []
             return
-        if self._down_since is not None or self._hasher.key is None:
+        refresh_due = final or now >= self._next_refresh
+        if self._down_since is not None or self._hasher.key is None or (refresh_due and not final):
+            # Also once per refresh: an `allkeys-*` eviction policy may have taken the key.
             await self._agree_key(redis)
         await self._resolve_lookups(redis, now, everything=final)
         await self._write_events(redis)
@@ -263,8 +265,9 @@ class RegistryWriter:
     async def _agree_key(self, redis: Redis) -> None:
         """Obtain the deployment's hash key: configured, or agreed once through Redis (SET NX).
 
-        After an outage the key is re-seeded, so a Redis that restarted empty gets the key the
-        surviving workers use; if another key won meanwhile, this worker adopts it.
+        Re-seeded after an outage and on every refresh, so a Redis that restarted empty or evicted
+        the key gets back the key the running workers use; if another key won meanwhile, this
+        worker adopts it (and re-asserts its sessions under the new hashes).
         """
         if self._config.hash_key is not None:
             self._hasher.key = self._config.hash_key
@@ -280,8 +283,10 @@ class RegistryWriter:
                 logger.warning("mcp_registry hash key changed in Redis; adopting it")
                 for session in self._book:
                     session.id_hash = None
+                self._next_refresh = 0.0
             self._hasher.key = agreed.encode()
-        self._next_refresh = 0.0  # re-assert every live session now
+        if self._down_since is not None:
+            self._next_refresh = 0.0  # re-assert every live session now
 
     async def _resolve_lookups(self, redis: Redis, now: float, *, everything: bool) -> None:
         if not self._lookups:
