@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-worker", type=int, default=10_000, help="sessions per simulated worker")
     parser.add_argument("--audit-runs", type=int, default=3, help="timed audit runs per size")
     parser.add_argument("--readme", type=Path, default=README, help="where to write the tables")
+    parser.add_argument("--section", default="results",
+                        help="README section (between <!-- bench:SECTION:begin/end -->) for part one's tables")
     return parser
 
 
@@ -110,7 +112,7 @@ def _side_by_side(args: argparse.Namespace, workdir: Path, command: str, progres
     finally:
         redis.stop()
     summaries = sidebyside.summarize(result)
-    report.write_section(args.readme, "results", report.side_by_side(result, summaries, command))
+    report.write_section(args.readme, args.section, report.side_by_side(result, summaries, command))
     sidebyside.check_clean(result)
 
 

@@ -56,7 +56,7 @@ def machine() -> list[str]:
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
     commit = _output(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _output(["git", "status", "--porcelain", "--untracked-files=no"])
+    dirty = _output(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/README.md"])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit {commit}"
