@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a tiny configuration that runs in seconds (smoke test)")
     parser.add_argument("--seconds", type=int, default=5, help="length of one measured window")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up per server and scenario, seconds")
-    parser.add_argument("--reps", type=int, default=4, help="repetitions of each A/B/C window")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each A/B/C window")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (one thread each)")
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                         help="comma-separated MODE@WORKERS, MODE in stateful, stateless, modern, stale")
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
                         help="niceness of the servers, wrk and redis-server (default -10 as root: ahead of "
                              "whatever else the machine runs)")
+    parser.add_argument("--no-control", action="store_true",
+                        help="leave out the A/A control (a second bare server, measured like the others)")
     parser.add_argument("--no-gc-freeze", action="store_true", help="do not gc.freeze() after start-up")
     parser.add_argument("--scale-sizes", default="100000,1000000", help="live sessions to simulate, comma-separated")
     parser.add_argument("--per-worker", type=int, default=10_000, help="sessions per simulated worker")
@@ -104,6 +106,7 @@ def _side_by_side(args: argparse.Namespace, workdir: Path, command: str, progres
         quiet_cores=args.quiet_cores,
         quiet_wait=0.0 if args.quick else 3.0,
         retries=0 if args.quick else args.retries,
+        control=not args.no_control,
     )
     _, load_cpus = sidebyside.cpu_plan(1)
     redis = RedisServer(workdir, cpus=load_cpus[-1:] if load_cpus else None).start()

@@ -148,15 +148,15 @@ class RedisServer:
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, decode_responses=True, socket_timeout=30)
 
-    def commands_total(self) -> int:
-        """Commands Redis executed so far, except the INFO calls the benchmark itself makes.
+    def command_counts(self) -> dict[str, int]:
+        """Calls per command Redis executed so far, except the INFO calls the benchmark itself makes.
 
         One connection serves every INFO, so that no connection handshake is counted either.
         """
         if self._stats_client is None:
             self._stats_client = self.client()
         stats = self._stats_client.info("commandstats")
-        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
 
     def used_memory(self) -> int:
         return int(self.client().info("memory")["used_memory"])

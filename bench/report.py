@@ -16,7 +16,7 @@ from typing import Final
 
 from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
-from bench.sidebyside import BARE, OFF, ON, SideBySide, Summary
+from bench.sidebyside import BARE, CONTROL, OFF, ON, SideBySide, Summary
 
 PACKAGES: Final = ("mcp", "mcp-registry", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
 MODE_LABELS: Final = {
@@ -103,7 +103,7 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
         f"- wrk used at most {max(x.wrk_core_share for x in summaries):.0%} of one core; other processes on "
         f"the machine used up to {max(x.foreign_cores for x in summaries):.2f} cores during a kept window "
         f"(a group of A/B/C windows is measured again when they use more than {s.quiet_cores:g} cores: "
-        f"{len(result.discarded) // 3} group(s) were)",
+        f"{len(result.discarded) // len(s.variants)} group(s) were)",
         "",
         "Ratios are this variant / the bare SDK in the same repetition: the median, and (min–max) over "
         "the repetitions. CPU is the workers' user+system time per request (`/proc/<pid>/stat`); Redis "
@@ -122,6 +122,12 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
             f"| {x.cpu_us:.0f} | {_ratio(x.cpu_ratio, reps)} | {redis} | {x.rss_mib:.1f} | {x.rss_ratio:.2f} "
             f"| {x.errors + x.lost} |"
         )
+    breakdown = [x for x in summaries if x.redis_by_command]
+    if breakdown:
+        lines += ["", "Redis commands the registry-on server sent during its windows, by command:", ""]
+        for x in breakdown:
+            counts = sorted(x.redis_by_command.items(), key=lambda item: (-item[1], item[0]))
+            lines.append(f"- {x.scenario.name}: " + ", ".join(f"`{name.upper()}` {n}" for name, n in counts))
     if result.rss_after_sessions:
         bare = next((r for r in result.rss_after_sessions if r.variant == BARE), None)
         lines += [
@@ -150,7 +156,7 @@ def _verdict(ok: bool) -> str:
 
 
 def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[str]:
-    rows: list[tuple[str, str, bool]] = []
+    rows: list[tuple[str, str, bool | None]] = []
     stateful = [x for x in summaries if x.scenario.mode == "stateful"]
     on = [x for x in stateful if x.variant == ON]
     off = [x for x in stateful if x.variant == OFF]
@@ -172,6 +178,10 @@ def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[
         rows.append((f"registry off, stateful: throughput ≥ {TARGET_OFF_THROUGHPUT}× bare",
                      each(off, "{x.throughput_ratio[0]:.3f}"),
                      all(x.throughput_ratio[0] >= TARGET_OFF_THROUGHPUT for x in off)))
+    if control := [x for x in stateful if x.variant == CONTROL]:
+        rows.append(("(noise floor) the bare SDK against itself, stateful: throughput, p99",
+                     each(control, "{x.throughput_ratio[0]:.3f} ({x.throughput_ratio[1]:.2f}–"
+                                   "{x.throughput_ratio[2]:.2f}), p99 {x.p99_ratio[0]:.3f}"), None))
     bare = next((r for r in result.rss_after_sessions if r.variant == BARE), None)
     on_rss = next((r for r in result.rss_after_sessions if r.variant == ON), None)
     if bare and on_rss and bare.after:
@@ -181,11 +191,11 @@ def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[
     return _targets_table(rows)
 
 
-def _targets_table(rows: list[tuple[str, str, bool]]) -> list[str]:
+def _targets_table(rows: list[tuple[str, str, bool | None]]) -> list[str]:
     if not rows:
         return []
     return ["| target | measured (median) | verdict |", "|---|---|---|",
-            *(f"| {t} | {m} | {_verdict(ok)} |" for t, m, ok in rows)]
+            *(f"| {t} | {m} | {'—' if ok is None else _verdict(ok)} |" for t, m, ok in rows)]
 
 
 def scale(result: ScaleResult, command: str) -> str:
@@ -224,7 +234,7 @@ def scale(result: ScaleResult, command: str) -> str:
             f"**{statistics.median(result.refresh_rates):,.0f} sessions/s** per worker "
             f"(min {min(result.refresh_rates):,.0f}, max {max(result.refresh_rates):,.0f})."
         )
-    rows: list[tuple[str, str, bool]] = []
+    rows: list[tuple[str, str, bool | None]] = []
     if result.points:
         last = result.points[-1]
         rows.append((f"≤ {TARGET_BYTES_PER_SESSION} B of Redis memory per live session",

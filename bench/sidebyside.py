@@ -14,6 +14,7 @@ import math
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ class Variant:
 BARE: Final = Variant("bare", "bare SDK", wrapped=False, registry=False)
 OFF: Final = Variant("off", "registry off", wrapped=True, registry=False)
 ON: Final = Variant("on", "registry on", wrapped=True, registry=True)
+CONTROL: Final = Variant("control", "bare SDK again (A/A control)", wrapped=False, registry=False)
+"""A second, identical bare server: its ratio to the first shows what noise alone does in this run."""
 VARIANTS: Final = (BARE, OFF, ON)
 
 
@@ -86,6 +89,12 @@ class Settings:
     """Seconds to wait for the machine to be quiet before each group of A/B/C windows."""
     retries: int = 3
     """How many A/B/C groups may be measured again in the whole run (a bound on the time)."""
+    control: bool = True
+    """Also run the A/A control (`CONTROL`) in every group."""
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return (*VARIANTS, CONTROL) if self.control else VARIANTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +104,8 @@ class Window:
     rep: int
     wrk: WrkResult
     server_cpu_seconds: float
-    redis_commands: int
+    redis_commands: dict[str, int]
+    """Commands Redis executed during the window, by command."""
     foreign_cores: float
     """Cores busy with processes other than ours (other users of the machine) during the window."""
 
@@ -161,7 +171,7 @@ def run(settings: Settings, redis: RedisServer, progress: Progress) -> SideBySid
         servers = {
             v.key: _server(v, workers, stateless=stateless, redis=redis, prefix=prefix, settings=settings,
                            cpus=server_cpus).start()
-            for v in VARIANTS
+            for v in settings.variants
         }
         try:
             for server in servers.values():
@@ -172,24 +182,25 @@ def run(settings: Settings, redis: RedisServer, progress: Progress) -> SideBySid
                     run_wrk(server.url, scenario.mode, seconds=settings.warmup_seconds,
                             connections=settings.connections, cpus=load_cpus)
             for rep in range(settings.reps):
-                order = VARIANTS[rep % 3:] + VARIANTS[: rep % 3]
+                shift = rep % len(settings.variants)
+                order = settings.variants[shift:] + settings.variants[:shift]
                 for scenario in scenarios:
                     while True:
                         wait_for_quiet(settings.quiet_cores, settings.quiet_wait)
-                        triplet = [_measure(scenario, v, rep, servers[v.key], redis, settings, load_cpus)
-                                   for v in order]
-                        for window in triplet:
+                        group = [_measure(scenario, v, rep, servers[v.key], redis, settings, load_cpus)
+                                 for v in order]
+                        for window in group:
                             progress(f"{scenario.name} rep {rep + 1}/{settings.reps} {window.variant.label}: "
                                      f"{window.wrk.throughput:.0f} req/s, p99 {window.wrk.p99_us / 1000:.1f} ms, "
                                      f"others used {window.foreign_cores:.2f} cores")
-                        busy = max(w.foreign_cores for w in triplet) > settings.quiet_cores
-                        if not busy or len(result.discarded) >= 3 * settings.retries:
-                            result.windows += triplet
+                        busy = max(w.foreign_cores for w in group) > settings.quiet_cores
+                        if not busy or len(result.discarded) >= len(group) * settings.retries:
+                            result.windows += group
                             break
-                        result.discarded += triplet
-                        progress("  the machine was busy with other work: measuring these three again")
+                        result.discarded += group
+                        progress("  the machine was busy with other work: measuring this group again")
             for scenario in scenarios:
-                for variant in VARIANTS:
+                for variant in settings.variants:
                     result.rss[(scenario, variant.key)] = servers[variant.key].rss_bytes()
         finally:
             for server in servers.values():
@@ -202,7 +213,7 @@ def run(settings: Settings, redis: RedisServer, progress: Progress) -> SideBySid
 def _measure(scenario: Scenario, variant: Variant, rep: int, server: Uvicorn, redis: RedisServer,
              settings: Settings, load_cpus: Sequence[int] | None) -> Window:
     assert redis.process is not None
-    commands = redis.commands_total()
+    commands = redis.command_counts()
     busy = machine_busy_seconds()
     server_cpu = server.cpu_seconds()
     redis_cpu = cpu_seconds(redis.process.pid)
@@ -218,9 +229,13 @@ def _measure(scenario: Scenario, variant: Variant, rep: int, server: Uvicorn, re
         rep=rep,
         wrk=wrk,
         server_cpu_seconds=server_cpu,
-        redis_commands=redis.commands_total() - commands,
+        redis_commands=_difference(redis.command_counts(), commands),
         foreign_cores=foreign / wrk.seconds if wrk.seconds else 0.0,
     )
+
+
+def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)}
 
 
 # --- worker RSS after many sessions -------------------------------------------------------------
@@ -291,6 +306,8 @@ class Summary:
     cpu_us: float
     cpu_ratio: tuple[float, float, float]
     redis_per_request: float | None
+    redis_by_command: dict[str, int]
+    """Commands Redis executed during this variant's windows, by command (registry on only)."""
     rss_mib: float
     rss_ratio: float
     errors: int
@@ -303,9 +320,9 @@ def summarize(result: SideBySide) -> list[Summary]:
     summaries: list[Summary] = []
     for scenario in dict.fromkeys(w.scenario for w in result.windows):
         by_variant = {v.key: sorted((w for w in result.windows if w.scenario == scenario and w.variant == v),
-                                    key=lambda w: w.rep) for v in VARIANTS}
+                                    key=lambda w: w.rep) for v in result.settings.variants}
         bare = by_variant[BARE.key]
-        for variant in VARIANTS:
+        for variant in result.settings.variants:
             windows = by_variant[variant.key]
             if not windows:
                 continue
@@ -334,8 +351,10 @@ def summarize(result: SideBySide) -> list[Summary]:
                 p99_ratio=ratio(lambda w: w.wrk.p99_us),
                 cpu_us=statistics.median(cpu(w) for w in windows),
                 cpu_ratio=ratio(cpu),
-                redis_per_request=(sum(w.redis_commands for w in windows) / requests
+                redis_per_request=(sum(sum(w.redis_commands.values()) for w in windows) / requests
                                    if variant.registry and requests else None),
+                redis_by_command=dict(sum((Counter(w.redis_commands) for w in windows), Counter())
+                                      if variant.registry else {}),
                 rss_mib=rss / 2**20,
                 rss_ratio=rss / rss_bare if rss_bare else float("nan"),
                 errors=sum(w.wrk.bad + w.wrk.socket_errors for w in windows),
