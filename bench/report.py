@@ -95,7 +95,8 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
         "",
         *(f"- {item}" for item in machine()),
         f"- windows of {s.seconds:g} s after a {s.warmup_seconds:g} s warm-up per server, {reps} repetitions "
-        f"interleaved (A B C, B C A, C A B, ...); wrk with {s.connections} connections, one per thread; "
+        f"interleaved (each repetition starts one variant later); wrk with {s.connections} connections, "
+        "one per thread; "
         f"CPU pinning: {pinning}; servers, wrk and redis-server run at niceness {niceness()}",
         f"- all three apps: SDK logging at WARNING, `gc.collect(); gc.freeze()` after start-up "
         f"({'on' if s.gc_freeze else 'off'}); registry on: redis-server on loopback, refresh every "
