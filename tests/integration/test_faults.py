@@ -415,6 +415,19 @@ async def made_up_burst(url: str, count: int, *, concurrency: int = 8) -> Traffi
     return traffic
 
 
+async def made_up_bursts(urls: list[str], count: int) -> list[Traffic]:
+    """`made_up_burst` on every worker at the same time."""
+    results: list[Traffic] = []
+
+    async def one(url: str) -> None:
+        results.append(await made_up_burst(url, count))
+
+    async with anyio.create_task_group() as tg:
+        for url in urls:
+            tg.start_soon(one, url)
+    return results
+
+
 def test_redis_paused_is_slow_not_down(redis_server: RedisServer, worker_cluster: StartCluster) -> None:
     """SIGSTOP: connections stay open and nothing answers. The writer waits at most its timeout per
     attempt; with a queue of 16, what arrives meanwhile overflows and is counted as dropped."""
@@ -427,12 +440,12 @@ def test_redis_paused_is_slow_not_down(redis_server: RedisServer, worker_cluster
     try:
         during = drive(workers.urls, rounds=2, keep_open=1)
         wait_for_log(workers, UNAVAILABLE)
-        # Bursts of made-up ids until both workers dropped some: the writer is stuck in a command
-        # for up to its timeout, and the queue holds 16 events.
+        # Bursts of made-up ids on both workers at once, until both dropped some: each attempt of a
+        # writer blocks for its timeout (0.5 s), and meanwhile its queue of 16 overflows.
         bursts: list[Traffic] = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and min(workers.metric(i, DROPPED) for i in range(2)) == 0:
-            bursts += [anyio.run(made_up_burst, url, 200) for url in workers.urls]
+            bursts += anyio.run(made_up_bursts, workers.urls, 200)
         during.assert_all_served()
         for burst in bursts:
             burst.assert_all_served()
