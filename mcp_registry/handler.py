@@ -46,6 +46,7 @@ from mcp_registry.telemetry import ATTR_ACTION, ATTR_WORKER_ID, SPAN_RESOLVE, Er
 logger = logging.getLogger(__name__)
 
 _HANDSHAKE_VERSIONS: Final = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
+_NO_SESSION: Final = b"malformed-session-id"
 
 
 class SessionRegistryMiddleware:
@@ -208,6 +209,11 @@ class SessionRegistryMiddleware:
             scope["headers"] = strip_session_header(scope["headers"])
             await self._without_id(scope, receive, send)
         else:  # REJECT: the SDK answers 404 "Session not found"
+            if session_id is None:
+                # Two different values may start with a live id, which the SDK would serve: hand it
+                # one value that no session can have (SDK ids are uuid4 hex).
+                scope = dict(scope)
+                scope["headers"] = [*strip_session_header(scope["headers"]), (SESSION_HEADER, _NO_SESSION)]
             await self.app(scope, receive, send)
 
     async def _without_id(self, scope: Scope, receive: Receive, send: Send) -> None:
