@@ -19,17 +19,31 @@ import contextlib
 import os
 import shlex
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
+import redis
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.load import WrkResult, run_wrk
+from bench.procs import BenchError, require_binary
+from bench.report import machine, write_section
+from mcp_registry.config import ENV_PREFIX, ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
+from mcp_registry.demo import _process
+from mcp_registry.demo.cluster import WorkerCluster
+from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
+from mcp_registry.registry import keys
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 REPORT: Final = REPO_ROOT / "docs" / "reliability.md"
@@ -150,25 +164,553 @@ def rss_bytes(pid: int) -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-@contextlib.contextmanager
-def _progress_timer() -> Iterator[Callable[[str], None]]:
+# --- the deployment under test -------------------------------------------------------------------
+PREFIX: Final = "benchfaults"
+REFRESH_SECONDS: Final = 1
+UNAVAILABLE: Final = "mcp_registry: Redis is unavailable"
+BACK: Final = "mcp_registry: Redis is back after"
+RECOVERY_TIMEOUT: Final = 30.0
+HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                  "mcp-protocol-version": LEGACY_VERSION}  # fmt: skip
+Progress = Callable[[str], None]
+
+
+def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        ENV_REGISTRY: "1", ENV_URL: redis_url, ENV_PREFIX: PREFIX, ENV_REFRESH_SECONDS: str(REFRESH_SECONDS),
+        "COLUMNS": "500", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", **extra,
+    }  # fmt: skip
+
+
+@dataclass
+class Deployment:
+    """A Redis and a cluster of demo workers, each worker with a Prometheus endpoint."""
+
+    redis_server: RedisServer
+    cluster: WorkerCluster
+    metrics_ports: list[int]
+
+    @classmethod
+    def start(cls, stack: contextlib.ExitStack, redis: RedisServer, workers: int, **extra: str) -> Deployment:
+        ports = _process.free_ports(workers)
+        cluster = WorkerCluster(
+            workers, env=worker_env(redis.url, **extra), worker_env=lambda i: {ENV_PROMETHEUS_PORT: str(ports[i])}
+        )
+        stack.enter_context(cluster)
+        return cls(redis, cluster, ports)
+
+    def metric(self, name: str, index: int | None = None, **labels: str) -> float:
+        """The sum of `name`'s samples with `labels` on worker `index` (every running worker: None)."""
+        total = 0.0
+        for i, port in enumerate(self.metrics_ports):
+            if (index is not None and i != index) or not self.cluster.running(i):
+                continue
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                        total += sample.value
+        return total
+
+    def warnings(self) -> str:
+        """`unavailable/back` lines in each worker's log, e.g. `1/1, 1/1`."""
+        logs = [self.cluster.log(i) for i in range(len(self.cluster.worker_ids))]
+        return ", ".join(f"{log.count(UNAVAILABLE)}/{log.count(BACK)}" for log in logs)
+
+    def redis_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url, decode_responses=True, socket_timeout=5)
+
+
+DROPPED: Final = "mcp_registry_queue_dropped_total"
+LOOKUPS: Final = "mcp_registry_session_lookups_total"
+
+
+# --- churn: light MCP traffic whose every answer is checked --------------------------------------
+@dataclass
+class Tally:
+    requests: int = 0
+    failures: int = 0
+    slowest: float = 0.0
+    examples: list[str] = field(default_factory=list)
+
+
+class Churn:
+    """From a thread: on each worker in turn, every `period` seconds, open a session, call on it, hop
+    to the next worker with it, send a made-up id and DELETE the session."""
+
+    def __init__(self, urls: list[str], period: float = 0.05) -> None:
+        self.urls = urls
+        self.period = period
+        self.tally = Tally()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: anyio.run(self._run), daemon=True)
+
+    def __enter__(self) -> Churn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _expect(self, http: httpx.AsyncClient, method: str, url: str, status: int, body: bytes | None,
+                      session_id: str | None) -> httpx.Response | None:  # fmt: skip
+        headers = dict(HEADERS) | ({"mcp-session-id": session_id} if session_id else {})
+        started = time.monotonic()
+        self.tally.requests += 1
+        response: httpx.Response | None = None
+        try:
+            response = await http.request(method, url + "/mcp", content=body, headers=headers)
+            problem = "" if response.status_code == status else f"{method} answered {response.status_code}"
+        except httpx.HTTPError as exc:
+            problem = f"{method}: {exc!r}"
+        self.tally.slowest = max(self.tally.slowest, time.monotonic() - started)
+        if problem:
+            self.tally.failures += 1
+            if len(self.tally.examples) < 5:
+                self.tally.examples.append(problem)
+            return None
+        return response
+
+    async def _run(self) -> None:
+        turn = 0
+        async with httpx.AsyncClient(timeout=15) as http:
+            while not self._stop.is_set():
+                url, other = self.urls[turn % len(self.urls)], self.urls[(turn + 1) % len(self.urls)]
+                turn += 1
+                opened = await self._expect(http, "POST", url, 200, INITIALIZE, None)
+                if opened is not None:
+                    session_id = opened.headers["mcp-session-id"]
+                    await self._expect(http, "POST", url, 200, CALL, session_id)
+                    if other != url:
+                        await self._expect(http, "POST", other, 404, CALL, session_id)
+                    await self._expect(http, "POST", url, 404, CALL, f"made-up-{turn}-{time.monotonic_ns()}")
+                    await self._expect(http, "DELETE", url, 200, None, session_id)
+                await anyio.sleep(self.period)
+
+
+# --- windows and faults --------------------------------------------------------------------------
+@dataclass
+class Window:
+    wrk: WrkResult
+    churn: Tally
+    dropped: float
+    """Events the workers dropped (queue or backlog full, rate-limited), by the metric."""
+    unverified: float
+    """Stale ids the workers could not classify (Redis did not answer, or the lookup was skipped)."""
+
+    @property
+    def requests(self) -> int:
+        return self.wrk.requests + self.churn.requests
+
+    @property
+    def failures(self) -> int:
+        return self.wrk.bad + self.wrk.socket_errors + self.churn.failures
+
+
+def measure(deployment: Deployment, seconds: int, connections: int, *, churn_on: list[int] | None = None) -> Window:
+    """wrk (`stateful`) on worker-0 for `seconds`, churn on the workers `churn_on` (all by default)."""
+    urls = deployment.cluster.urls
+    targets = [urls[i] for i in (churn_on if churn_on is not None else range(len(urls)))]
+    dropped, unverified = (
+        deployment.metric(DROPPED),
+        deployment.metric(LOOKUPS, mcp_registry_session_status="unverified"),
+    )
+    with Churn(targets) as churn:
+        wrk = run_wrk(urls[0] + "/mcp", "stateful", seconds=seconds, connections=connections, cpus=None)
+    time.sleep(0.5)  # the last lookups' grace period
+    return Window(
+        wrk,
+        churn.tally,
+        deployment.metric(DROPPED) - dropped,
+        deployment.metric(LOOKUPS, mcp_registry_session_status="unverified") - unverified,
+    )
+
+
+def warm_up(deployment: Deployment, connections: int) -> None:
+    run_wrk(deployment.cluster.urls[0] + "/mcp", "stateful", seconds=2, connections=connections, cpus=None)
+
+
+def recovery_seconds(deployment: Deployment, started: float, workers: list[int] | None = None) -> float:
+    """Open a session on each worker now; seconds from `started` until Redis has all of them."""
+    indexes = workers if workers is not None else list(range(len(deployment.cluster.urls)))
+    probes = {}
+    for index in indexes:
+        response = httpx.post(deployment.cluster.urls[index] + "/mcp", content=INITIALIZE, headers=HEADERS, timeout=10)
+        probes[response.headers["mcp-session-id"]] = deployment.cluster.worker_ids[index]
+    schema = keys.KeySchema(PREFIX)
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    with deployment.redis_client() as r:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                key = r.get(schema.hash_key)
+                if key is not None and all(
+                    r.get(schema.session(keys.id_hash(key.encode(), sid))) == worker for sid, worker in probes.items()
+                ):
+                    return time.monotonic() - started
+            time.sleep(0.05)
+    raise BenchError(f"the registry did not record new sessions within {RECOVERY_TIMEOUT:g}s of the fault's end")
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    apply: Callable[[Deployment], Callable[[], object]]
+    """Start the fault; returns what ends it."""
+    instant: bool = False
+    """Over as soon as applied (a restart): recovery is timed from then, before the window."""
+
+
+class Filler:
+    """Writes 1 KiB junk keys (outside the registry's prefix), `rate` a second, from a thread."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self._url = url
+        self._rate = rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with redis.Redis.from_url(self._url, socket_timeout=5) as r:
+            n = 0
+            while not self._stop.wait(1 / self._rate):
+                with contextlib.suppress(redis.RedisError):
+                    r.set(f"junk:{n}", b"x" * 1024)
+                n += 1
+
+
+def _at_maxmemory(deployment: Deployment, policy: str, headroom: int) -> Callable[[], None]:
+    """`maxmemory` at what Redis uses now plus `headroom` bytes (negative: already over it)."""
+    with deployment.redis_client() as r:
+        r.config_set("maxmemory-policy", policy)
+        r.config_set("maxmemory", max(1, int(r.info("memory")["used_memory"]) + headroom))
+
+    def end() -> None:
+        with deployment.redis_client() as r:
+            r.config_set("maxmemory", 0)
+            r.config_set("maxmemory-policy", "noeviction")
+
+    return end
+
+
+def _evicting(deployment: Deployment) -> Callable[[], None]:
+    """Full and evicting before the window starts; junk keeps arriving (200 KiB/s) during it."""
+    end_maxmemory = _at_maxmemory(deployment, "allkeys-lru", 256 * 1024)
+    with deployment.redis_client() as r:
+        for n in range(100_000):  # until Redis evicts (a bounded number of keys)
+            if n % 100 == 0 and int(r.info("stats")["evicted_keys"]) > 0:
+                break
+            r.set(f"junk:prefill:{n}", "x" * 1024)
+    filler = Filler(deployment.redis_server.url, rate=200)
+
+    def end() -> None:
+        filler.stop()
+        end_maxmemory()
+
+    return end
+
+
+def _killed(deployment: Deployment) -> Callable[[], object]:
+    deployment.redis_server.kill()
+    return deployment.redis_server.start
+
+
+def _paused(deployment: Deployment) -> Callable[[], object]:
+    deployment.redis_server.pause()
+    return deployment.redis_server.resume
+
+
+def _restarted(deployment: Deployment) -> Callable[[], object]:
+    deployment.redis_server.restart()
+    return lambda: None
+
+
+FAULTS: Final = (
+    Fault("Redis killed (SIGKILL) for the window, then started empty", _killed),
+    Fault("Redis paused (SIGSTOP) for the window: slow, not down", _paused),
+    Fault("Redis restarted empty (SIGTERM, start) just before the window", _restarted, instant=True),
+    Fault("Redis at `maxmemory`, `noeviction`: every write refused (OOM)",
+          lambda d: _at_maxmemory(d, "noeviction", -(10**9))),
+    Fault("Redis at `maxmemory`, `allkeys-lru`: evicting while junk is written", _evicting),
+)  # fmt: skip
+
+
+@dataclass
+class Row:
+    scenario: str
+    baseline: Window | None
+    during: Window
+    recovery: float | None
+    warnings: str
+    note: str = ""
+
+
+def run_fault(deployment: Deployment, fault: Fault, settings: Settings, progress: Progress) -> Row:
+    progress(f"{fault.name}: no-fault window")
+    baseline = measure(deployment, settings.seconds, settings.connections)
+    logged = deployment.warnings()
+    progress(f"{fault.name}: fault window")
+    end = fault.apply(deployment)
+    recovery = recovery_seconds(deployment, time.monotonic()) if fault.instant else None
+    try:
+        during = measure(deployment, settings.seconds, settings.connections)
+    finally:
+        end()
+    if recovery is None:
+        recovery = recovery_seconds(deployment, time.monotonic())
+    time.sleep(REFRESH_SECONDS)  # the "back" lines are logged once the writer has written again
+    return Row(fault.name, baseline, during, recovery, f"{logged} → {deployment.warnings()}")
+
+
+def run_absent(settings: Settings, progress: Progress) -> Row:
+    """Workers started while Redis is absent; Redis appears after the window."""
+    with contextlib.ExitStack() as stack:
+        redis_server = RedisServer(embedded=False)  # its port is chosen; nothing listens there yet
+        stack.callback(redis_server.stop)
+        deployment = Deployment.start(stack, redis_server, 2)
+        warm_up(deployment, settings.connections)
+        progress("Redis absent at start-up: window without Redis")
+        during = measure(deployment, settings.seconds, settings.connections)
+        redis_server.start()
+        recovery = recovery_seconds(deployment, time.monotonic())
+        progress("Redis absent at start-up: no-fault window once it is there")
+        baseline = measure(deployment, settings.seconds, settings.connections)
+        return Row("Redis absent when the workers start, started after the window", baseline, during, recovery,
+                   deployment.warnings(), "its no-fault window is measured after the recovery")  # fmt: skip
+
+
+def run_redis_faults(settings: Settings, progress: Progress) -> list[Row]:
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer(embedded=False))
+        deployment = Deployment.start(stack, redis_server, 2)
+        warm_up(deployment, settings.connections)
+        return [run_fault(deployment, fault, settings, progress) for fault in FAULTS]
+
+
+def run_worker_faults(settings: Settings, progress: Progress) -> list[Row]:
+    """Three workers: SIGTERM worker-2, then SIGKILL worker-1; wrk and churn stay on worker-0."""
+    rows = []
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer(embedded=False))
+        deployment = Deployment.start(stack, redis_server, 3)
+        warm_up(deployment, settings.connections)
+        for index, how, reason in ((2, "SIGTERM", "shutdown"), (1, "SIGKILL", "worker_lost")):
+            held = _open_sessions(deployment.cluster.urls[index], 20)
+            worker = deployment.cluster.worker_ids[index]
+            progress(f"worker {how}: no-fault window")
+            baseline = measure(deployment, settings.seconds, settings.connections, churn_on=[0])
+            progress(f"worker {how}: window")
+            with Churn([deployment.cluster.urls[0]]) as churn, OffTheList(deployment, worker) as off_the_list:
+                if how == "SIGTERM":
+                    deployment.cluster.terminate(index)
+                else:
+                    deployment.cluster.kill(index)
+                stopped = time.monotonic() - off_the_list.started
+                wrk = run_wrk(deployment.cluster.urls[0] + "/mcp", "stateful", seconds=settings.seconds,
+                              connections=settings.connections, cpus=None)  # fmt: skip
+            gone = off_the_list.after()
+            ended = _wait_ended(deployment, worker, reason, held)
+            note = (f"{held} sessions open on it; it stopped in {stopped:.2f}s; off the worker list after "
+                    f"{gone:.1f}s; {ended} recorded as ended with reason `{reason}`")  # fmt: skip
+            rows.append(Row(f"a worker stopped with {how} (p99 on a surviving worker)", baseline,
+                            Window(wrk, churn.tally, 0.0, 0.0), gone, deployment.warnings(), note))  # fmt: skip
+    return rows
+
+
+class OffTheList:
+    """From a thread: how long after entering until `worker` is no longer in the `P:workers` list."""
+
+    def __init__(self, deployment: Deployment, worker: str) -> None:
+        self._deployment = deployment
+        self._worker = worker
+        self._gone: float | None = None
+        self.started = 0.0
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> OffTheList:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(timeout=RECOVERY_TIMEOUT)
+
+    def after(self) -> float:
+        if self._gone is None:
+            raise BenchError(f"{self._worker} was still listed {RECOVERY_TIMEOUT:g}s after it stopped")
+        return self._gone
+
+    def _watch(self) -> None:
+        schema = keys.KeySchema(PREFIX)
+        with self._deployment.redis_client() as r:
+            while time.monotonic() < self.started + RECOVERY_TIMEOUT:
+                if r.zscore(schema.workers, self._worker) is None:
+                    self._gone = time.monotonic() - self.started
+                    return
+                time.sleep(0.02)
+
+
+def _wait_ended(deployment: Deployment, worker: str, reason: str, held: int) -> int:
+    """Wait until the counters record `held` sessions of `worker` as ended for `reason`."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    with deployment.redis_client() as r:
+        while (ended := _ended_sessions(r, worker, reason)) < held and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return ended
+
+
+def _open_sessions(url: str, count: int) -> int:
+    for _ in range(count):
+        response = httpx.post(url + "/mcp", content=INITIALIZE, headers=HEADERS, timeout=10)
+        if response.status_code != 200:
+            raise BenchError(f"initialize answered {response.status_code}")
+    return count
+
+
+def _ended_sessions(r: redis.Redis, worker: str, reason: str) -> int:
+    """Sessions of `worker` the last two minutes' counters record as ended for `reason`."""
+    schema = keys.KeySchema(PREFIX)
+    minute = keys.minute_of(time.time())
+    field_name = keys.f_ended(worker, reason)
+    return sum(int(r.hget(schema.minute(m), field_name) or 0) for m in (minute - 1, minute))
+
+
+# --- floods ----------------------------------------------------------------------------------------
+@dataclass
+class FloodRow:
+    run: str
+    result: FloodResult
+    rss_before: int
+    rss_after: int
+    gets: int
+    looked_up: int
+    skipped: dict[str, int]
+
+
+def run_floods(settings: Settings, progress: Progress) -> list[FloodRow]:
+    """One fresh worker: plain calls on own sessions, then a flood of distinct made-up ids."""
+    rows = []
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer(embedded=False))
+        deployment = Deployment.start(stack, redis_server, 1)
+        url, pid = deployment.cluster.urls[0], deployment.cluster.pids[0]
+        anyio.run(_bounded_flood, url, 2_000, None)  # warm-up
+        reasons = ("rate_limited", "queue_full", "backlog_full")
+        with deployment.redis_client() as r:
+            for run, ids, count in (
+                ("plain calls on 8 own sessions", None, settings.plain),
+                ("distinct made-up ids", distinct_ids(f"flood-{time.time_ns()}"), settings.flood),
+            ):
+                progress(f"flood: {count} {run}")
+                rss_before, gets_before = rss_bytes(pid), _gets(r)
+                dropped = {k: deployment.metric(DROPPED, mcp_registry_drop_reason=k) for k in reasons}
+                fabricated = deployment.metric(LOOKUPS, mcp_registry_session_status="fabricated")
+                result = anyio.run(_bounded_flood, url, count, ids)
+                time.sleep(1.0)  # the last lookups' grace period, and a refresh
+                rows.append(FloodRow(
+                    run, result, rss_before, rss_bytes(pid), _gets(r) - gets_before,
+                    int(deployment.metric(LOOKUPS, mcp_registry_session_status="fabricated") - fabricated),
+                    {k: int(deployment.metric(DROPPED, mcp_registry_drop_reason=k) - v) for k, v in dropped.items()},
+                ))  # fmt: skip
+    return rows
+
+
+async def _bounded_flood(url: str, total: int, ids: Callable[[int], str] | None) -> FloodResult:
+    with anyio.fail_after(600):
+        return await flood(url, total, ids)
+
+
+def _gets(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+# --- the report ----------------------------------------------------------------------------------
+def _ms(us: float) -> str:
+    return f"{us / 1000:.1f}"
+
+
+def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command: str) -> str:
+    lines = [
+        f"Measured by `{command}` ({settings.seconds} s windows, wrk with {settings.connections} connections):",
+        "",
+        *[f"- {item}" for item in machine()],
+        "",
+        "| fault | requests | failed | p99 no fault ms | p99 during ms | p99 ratio | slowest churn request ms "
+        "| events dropped | stale ids unverified | recovery s | warnings logged (unavailable/back per worker) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        base = _ms(row.baseline.wrk.p99_us) if row.baseline else "–"
+        ratio = f"{row.during.wrk.p99_us / row.baseline.wrk.p99_us:.2f}" if row.baseline else "–"
+        recovery = f"{row.recovery:.1f}" if row.recovery is not None else "–"
+        lines.append(
+            f"| {row.scenario} | {row.during.requests} | {row.during.failures} | {base} | "
+            f"{_ms(row.during.wrk.p99_us)} | {ratio} | {row.during.churn.slowest * 1000:.0f} | "
+            f"{row.during.dropped:.0f} | {row.during.unverified:.0f} | {recovery} | {row.warnings} |"
+        )
+    notes = [f"- {row.scenario}: {row.note}" for row in rows if row.note]
+    failures = [f"- {row.scenario}: {', '.join(row.during.churn.examples)}" for row in rows
+                if row.during.churn.examples]  # fmt: skip
+    lines += ["", *notes]
+    if failures:
+        lines += ["", "Failed requests (first few):", *failures]
+    lines += [
+        "",
+        "| flood (one worker) | requests | wall s | req/s | answers | RSS before → after MiB | Redis GETs "
+        "| ids looked up | skipped and counted |",
+        "|---|---:|---:|---:|---|---|---:|---:|---|",
+    ]
+    for f in floods:
+        answers = ", ".join(f"{n} × {status}" for status, n in sorted(f.result.statuses.items()))
+        skipped = ", ".join(f"{n} `{reason}`" for reason, n in f.skipped.items() if n) or "–"
+        lines.append(
+            f"| {f.run} | {f.result.requests} | {f.result.seconds:.1f} | {f.result.rate:.0f} | {answers} | "
+            f"{f.rss_before / 2**20:.1f} → {f.rss_after / 2**20:.1f} | {f.gets} | {f.looked_up} | {skipped} |"
+        )
+    return "\n".join(lines)
+
+
+# --- main ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    seconds: int
+    connections: int
+    flood: int
+    plain: int
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measured window")
+    parser.add_argument("--connections", type=int, default=4, help="wrk connections (one thread each)")
+    parser.add_argument("--flood", type=int, default=100_000, help="made-up ids in the flood")
+    parser.add_argument("--plain", type=int, default=20_000, help="plain calls to compare the flood with")
+    parser.add_argument("--report", type=Path, default=REPORT, help="where to write the tables")
+    args = parser.parse_args(argv)
+    settings = Settings(seconds=args.seconds, connections=args.connections, flood=args.flood, plain=args.plain)
+    command = shlex.join(["python", "-m", "bench.faults", *(argv if argv is not None else sys.argv[1:])])
     started = time.monotonic()
 
     def progress(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
 
-    yield progress
-
-
-@dataclass
-class _Args:
-    argv: Sequence[str] = field(default_factory=list)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__)
-    parser.parse_args(argv)
-    print(shlex.join(["python", "-m", "bench.faults"]))
+    try:
+        require_binary("wrk")
+        require_binary("redis-server")
+        rows = [run_absent(settings, progress), *run_redis_faults(settings, progress)]
+        rows += run_worker_faults(settings, progress)
+        floods = run_floods(settings, progress)
+    except BenchError as exc:
+        print(f"bench.faults: {exc}", file=sys.stderr)
+        return 1
+    write_section(args.report, "faults", report(rows, floods, settings, command))
+    progress(f"done; tables written to {args.report}")
     return 0
 
 
