@@ -1,23 +1,26 @@
 """`python -m bench.faults`: what Redis faults and floods of made-up ids do to MCP requests.
 
-Starts a real `redis-server` and two real uvicorn workers of the demo app (registry on, refresh
-every second), then, for each fault, measures a window of load without the fault and a window
-with it, back to back in the same processes, and reports p99 during the fault as a ratio of the
-no-fault window's. Load is `wrk` (bench/wrk/mcp.lua, `stateful`: each connection's own session)
-on worker-0, plus a light "churn" from this process on both workers (new sessions, calls, hops,
-made-up ids, DELETEs), every answer checked. Then a flood of 10^5 distinct made-up ids, and the
-same number of plain requests, on one worker: throughput, RSS, Redis `GET` calls, drops.
+Starts a real `redis-server` and real uvicorn workers of the demo app (registry on, refresh every
+second). For each fault it measures a window of load without the fault and one with it, back to
+back in the same processes, and reports p99 during the fault as a ratio of the no-fault window's
+(median of `--reps` runs; each pair of windows first waits for a quiet machine). Load is `wrk`
+(bench/wrk/mcp.lua, `stateful`: each connection's own session) on worker-0, plus a light churn
+from this process on every worker (new sessions, calls, hops, made-up ids, DELETEs), every answer
+checked. Then, on one fresh worker, a flood of 10^5 distinct made-up ids against plain calls on
+own sessions: throughput, RSS, Redis `GET` calls, what was skipped.
 
-Writes the table into docs/reliability.md between `<!-- bench:faults:begin/end -->`.
-See docs/reliability.md for what each column means.
+Writes its tables into docs/reliability.md between `<!-- bench:faults:begin -->` and `<!-- bench:faults:end -->`;
+docs/reliability.md says what each column means.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shlex
+import statistics
 import sys
 import threading
 import time
@@ -36,7 +39,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import WrkResult, run_wrk
-from bench.procs import BenchError, require_binary
+from bench.procs import BenchError, require_binary, wait_for_quiet
 from bench.report import machine, write_section
 from mcp_registry.config import ENV_PREFIX, ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
 from mcp_registry.demo import _process
@@ -170,6 +173,7 @@ REFRESH_SECONDS: Final = 1
 UNAVAILABLE: Final = "mcp_registry: Redis is unavailable"
 BACK: Final = "mcp_registry: Redis is back after"
 RECOVERY_TIMEOUT: Final = 30.0
+HELD_BY_STOPPED_WORKER: Final = 20
 HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json",
                   "mcp-protocol-version": LEGACY_VERSION}  # fmt: skip
 Progress = Callable[[str], None]
@@ -441,20 +445,40 @@ FAULTS: Final = (
 
 
 @dataclass
+class Run:
+    """One repetition of a scenario: a no-fault window, a fault window, and what followed."""
+
+    baseline: Window
+    during: Window
+    recovery: float
+    warnings: str
+    stopped: float | None = None
+    """A stopped worker: how long stopping it took."""
+    ended: str = ""
+    """A stopped worker: how many of its sessions the counters record as ended, and why."""
+
+    @property
+    def ratio(self) -> float:
+        return self.during.wrk.p99_us / self.baseline.wrk.p99_us if self.baseline.wrk.p99_us else math.nan
+
+
+@dataclass
 class Row:
     scenario: str
-    baseline: Window | None
-    during: Window
-    recovery: float | None
-    warnings: str
+    runs: list[Run] = field(default_factory=list)
     note: str = ""
 
 
-def run_fault(deployment: Deployment, fault: Fault, settings: Settings, progress: Progress) -> Row:
-    progress(f"{fault.name}: no-fault window")
+def quiet(settings: Settings) -> None:
+    """Before a pair of windows: wait (bounded) until other processes leave the machine alone."""
+    wait_for_quiet(settings.quiet_cores, max_wait=60)
+
+
+def redis_fault_once(deployment: Deployment, fault: Fault, settings: Settings, progress: Progress) -> Run:
+    quiet(settings)
+    progress(f"{fault.name}: no-fault window, then the fault's")
     baseline = measure(deployment, settings.seconds, settings.connections)
     logged = deployment.warnings()
-    progress(f"{fault.name}: fault window")
     end = fault.apply(deployment)
     recovery = recovery_seconds(deployment, time.monotonic()) if fault.instant else None
     try:
@@ -464,47 +488,38 @@ def run_fault(deployment: Deployment, fault: Fault, settings: Settings, progress
     if recovery is None:
         recovery = recovery_seconds(deployment, time.monotonic())
     time.sleep(REFRESH_SECONDS)  # the "back" lines are logged once the writer has written again
-    return Row(fault.name, baseline, during, recovery, f"{logged} → {deployment.warnings()}")
+    return Run(baseline, during, recovery, f"{logged} → {deployment.warnings()}")
 
 
-def run_absent(settings: Settings, progress: Progress) -> Row:
+def absent_once(settings: Settings, progress: Progress) -> Run:
     """Workers started while Redis is absent; Redis appears after the window."""
     with contextlib.ExitStack() as stack:
         redis_server = RedisServer(embedded=False)  # its port is chosen; nothing listens there yet
         stack.callback(redis_server.stop)
         deployment = Deployment.start(stack, redis_server, 2)
         warm_up(deployment, settings.connections)
-        progress("Redis absent at start-up: window without Redis")
+        quiet(settings)
+        progress("Redis absent at start-up: window without Redis, then the no-fault window")
         during = measure(deployment, settings.seconds, settings.connections)
         redis_server.start()
         recovery = recovery_seconds(deployment, time.monotonic())
-        progress("Redis absent at start-up: no-fault window once it is there")
         baseline = measure(deployment, settings.seconds, settings.connections)
-        return Row("Redis absent when the workers start, started after the window", baseline, during, recovery,
-                   deployment.warnings(), "its no-fault window is measured after the recovery")  # fmt: skip
+        return Run(baseline, during, recovery, deployment.warnings())
 
 
-def run_redis_faults(settings: Settings, progress: Progress) -> list[Row]:
-    with contextlib.ExitStack() as stack:
-        redis_server = stack.enter_context(RedisServer(embedded=False))
-        deployment = Deployment.start(stack, redis_server, 2)
-        warm_up(deployment, settings.connections)
-        return [run_fault(deployment, fault, settings, progress) for fault in FAULTS]
-
-
-def run_worker_faults(settings: Settings, progress: Progress) -> list[Row]:
+def worker_faults_once(settings: Settings, progress: Progress) -> list[Run]:
     """Three workers: SIGTERM worker-2, then SIGKILL worker-1; wrk and churn stay on worker-0."""
-    rows = []
+    runs = []
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(RedisServer(embedded=False))
         deployment = Deployment.start(stack, redis_server, 3)
         warm_up(deployment, settings.connections)
         for index, how, reason in ((2, "SIGTERM", "shutdown"), (1, "SIGKILL", "worker_lost")):
-            held = _open_sessions(deployment.cluster.urls[index], 20)
+            held = _open_sessions(deployment.cluster.urls[index], HELD_BY_STOPPED_WORKER)
             worker = deployment.cluster.worker_ids[index]
-            progress(f"worker {how}: no-fault window")
+            quiet(settings)
+            progress(f"a worker stopped with {how}: no-fault window, then the {how} window")
             baseline = measure(deployment, settings.seconds, settings.connections, churn_on=[0])
-            progress(f"worker {how}: window")
             with Churn([deployment.cluster.urls[0]]) as churn, OffTheList(deployment, worker) as off_the_list:
                 if how == "SIGTERM":
                     deployment.cluster.terminate(index)
@@ -515,11 +530,9 @@ def run_worker_faults(settings: Settings, progress: Progress) -> list[Row]:
                               connections=settings.connections, cpus=None)  # fmt: skip
             gone = off_the_list.after()
             ended = _wait_ended(deployment, worker, reason, held)
-            note = (f"{held} sessions open on it; it stopped in {stopped:.2f}s; off the worker list after "
-                    f"{gone:.1f}s; {ended} recorded as ended with reason `{reason}`")  # fmt: skip
-            rows.append(Row(f"a worker stopped with {how} (p99 on a surviving worker)", baseline,
-                            Window(wrk, churn.tally, 0.0, 0.0), gone, deployment.warnings(), note))  # fmt: skip
-    return rows
+            runs.append(Run(baseline, Window(wrk, churn.tally, 0.0, 0.0), gone, deployment.warnings(), stopped,
+                            f"{ended} `{reason}`"))  # fmt: skip
+    return runs
 
 
 class OffTheList:
@@ -634,9 +647,18 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.1f}"
 
 
+def _median_range(values: list[float], fmt: str) -> str:
+    """`median (min–max)`, or the value alone for one run."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
 def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command: str) -> str:
     lines = [
-        f"Measured by `{command}` ({settings.seconds} s windows, wrk with {settings.connections} connections):",
+        f"Measured by `{command}`: {settings.reps} runs of each scenario, {settings.seconds} s windows, wrk with "
+        f"{settings.connections} connections. Latency and recovery: median (min–max) of the runs; counts: "
+        "summed over the runs.",
         "",
         *[f"- {item}" for item in machine()],
         "",
@@ -645,17 +667,24 @@ def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        base = _ms(row.baseline.wrk.p99_us) if row.baseline else "–"
-        ratio = f"{row.during.wrk.p99_us / row.baseline.wrk.p99_us:.2f}" if row.baseline else "–"
-        recovery = f"{row.recovery:.1f}" if row.recovery is not None else "–"
+        runs = row.runs
         lines.append(
-            f"| {row.scenario} | {row.during.requests} | {row.during.failures} | {base} | "
-            f"{_ms(row.during.wrk.p99_us)} | {ratio} | {row.during.churn.slowest * 1000:.0f} | "
-            f"{row.during.dropped:.0f} | {row.during.unverified:.0f} | {recovery} | {row.warnings} |"
+            f"| {row.scenario} | {sum(r.during.requests for r in runs)} | {sum(r.during.failures for r in runs)} | "
+            f"{_median_range([r.baseline.wrk.p99_us / 1000 for r in runs], '.1f')} | "
+            f"{_median_range([r.during.wrk.p99_us / 1000 for r in runs], '.1f')} | "
+            f"{_median_range([r.ratio for r in runs], '.2f')} | "
+            f"{max(r.during.churn.slowest for r in runs) * 1000:.0f} | {sum(r.during.dropped for r in runs):.0f} | "
+            f"{sum(r.during.unverified for r in runs):.0f} | {_median_range([r.recovery for r in runs], '.1f')} | "
+            f"{runs[-1].warnings} |"
         )
     notes = [f"- {row.scenario}: {row.note}" for row in rows if row.note]
-    failures = [f"- {row.scenario}: {', '.join(row.during.churn.examples)}" for row in rows
-                if row.during.churn.examples]  # fmt: skip
+    for row in rows:
+        if row.runs[0].stopped is not None:
+            stopped = max(r.stopped or 0.0 for r in row.runs)
+            notes.append(f"- {row.scenario}: it held {HELD_BY_STOPPED_WORKER} sessions; it stopped within "
+                         f"{stopped:.2f}s; recorded as ended: {', '.join(r.ended for r in row.runs)}")  # fmt: skip
+    failures = [f"- {row.scenario}: {', '.join(r.during.churn.examples)}" for row in rows for r in row.runs
+                if r.during.churn.examples]  # fmt: skip
     lines += ["", *notes]
     if failures:
         lines += ["", "Failed requests (first few):", *failures]
@@ -676,12 +705,34 @@ def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command:
 
 
 # --- main ----------------------------------------------------------------------------------------
+def run_all(settings: Settings, progress: Progress) -> list[Row]:
+    """Every scenario `settings.reps` times; the Redis faults take turns within each repetition."""
+    absent = Row("Redis absent when the workers start, started after the window",
+                 note="its no-fault window is measured after the recovery, in the same processes")  # fmt: skip
+    faults = [Row(fault.name) for fault in FAULTS]
+    stopped = [Row(f"a worker stopped with {how} (p99 on a surviving worker)") for how in ("SIGTERM", "SIGKILL")]
+    for rep in range(settings.reps):
+        progress(f"run {rep + 1} of {settings.reps}")
+        absent.runs.append(absent_once(settings, progress))
+        with contextlib.ExitStack() as stack:
+            redis_server = stack.enter_context(RedisServer(embedded=False))
+            deployment = Deployment.start(stack, redis_server, 2)
+            warm_up(deployment, settings.connections)
+            for row, fault in zip(faults, FAULTS, strict=True):
+                row.runs.append(redis_fault_once(deployment, fault, settings, progress))
+        for row, run in zip(stopped, worker_faults_once(settings, progress), strict=True):
+            row.runs.append(run)
+    return [absent, *faults, *stopped]
+
+
 @dataclass(frozen=True)
 class Settings:
     seconds: int
     connections: int
+    reps: int
     flood: int
     plain: int
+    quiet_cores: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -689,11 +740,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--seconds", type=int, default=5, help="length of each measured window")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (one thread each)")
+    parser.add_argument("--reps", type=int, default=3, help="runs of each scenario")
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.3,
+        help="before each pair of windows, wait until other processes use less than this",
+    )
     parser.add_argument("--flood", type=int, default=100_000, help="made-up ids in the flood")
     parser.add_argument("--plain", type=int, default=20_000, help="plain calls to compare the flood with")
     parser.add_argument("--report", type=Path, default=REPORT, help="where to write the tables")
     args = parser.parse_args(argv)
-    settings = Settings(seconds=args.seconds, connections=args.connections, flood=args.flood, plain=args.plain)
+    settings = Settings(
+        seconds=args.seconds,
+        connections=args.connections,
+        reps=args.reps,
+        flood=args.flood,
+        plain=args.plain,
+        quiet_cores=args.quiet_cores,
+    )
     command = shlex.join(["python", "-m", "bench.faults", *(argv if argv is not None else sys.argv[1:])])
     started = time.monotonic()
 
@@ -703,8 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         require_binary("wrk")
         require_binary("redis-server")
-        rows = [run_absent(settings, progress), *run_redis_faults(settings, progress)]
-        rows += run_worker_faults(settings, progress)
+        rows = run_all(settings, progress)
         floods = run_floods(settings, progress)
     except BenchError as exc:
         print(f"bench.faults: {exc}", file=sys.stderr)
