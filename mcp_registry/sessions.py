@@ -22,6 +22,8 @@ class OwnedSession:
     """Monotonic time of creation, for the lifetime."""
     id_hash: str | None = None
     """The keyed hash, filled in once the deployment's key is known."""
+    refreshed_at: float = float("-inf")
+    """Monotonic time its live key was last written (the writer's bookkeeping)."""
 
 
 class SessionBook:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 MAX_BATCH: Final = 512
 """Events taken from the queue in one pass."""
-PIPELINE_CHUNK: Final = 1000
-"""Commands sent in one pipeline round trip."""
+PIPELINE_CHUNK: Final = 200
+"""Commands sent in one pipeline round trip (packing one is event-loop time: keep each short)."""
 COUNTER_FLUSH_SECONDS: Final = 5.0
 LOOKUP_GRACE_SECONDS: Final = 0.25
 """A stale id is looked up this long after it was seen, so that the worker that just issued it
@@ -127,12 +127,14 @@ class RegistryWriter:
         # pending state, sent on the next successful pass
         self._opened: list[SessionOpened] = []
         self._closed: list[SessionClosed] = []
-        self._lookups: list[StaleSeen] = []
+        self._lookups: deque[StaleSeen] = deque()
+        """Pending lookups in arrival order (so the oldest is first)."""
         self._counters: Counter[tuple[int, str]] = Counter()
         self._client_fields: Counter[int] = Counter()
         self._flushed_stats: dict[str, int] = {}
         # schedule and health
         self._next_refresh = 0.0
+        self._refresh_all = True
         self._next_counters = 0.0
         self._backoff = 0.0
         self._backoff_until = 0.0
@@ -190,7 +192,7 @@ class RegistryWriter:
     def _next_wakeup(self) -> float:
         wakeups = [self._next_refresh, self._next_counters]
         if self._lookups:
-            wakeups.append(min(e.seen_at for e in self._lookups) + LOOKUP_GRACE_SECONDS)
+            wakeups.append(self._lookups[0].seen_at + LOOKUP_GRACE_SECONDS)
         soonest = min(wakeups)
         return max(soonest, self._backoff_until)
 
@@ -216,7 +218,7 @@ class RegistryWriter:
         if isinstance(event, StaleSeen):
             self._lookups.append(event)
             if len(self._lookups) > limit:
-                self._drop([self._lookups.pop(0)], "backlog_full")
+                self._drop([self._lookups.popleft()], "backlog_full")
         elif isinstance(event, SessionOpened):
             minute = keys.minute_of(event.session.created_at)
             self._counters[(minute, keys.f_created(self._worker))] += 1
@@ -246,7 +248,7 @@ class RegistryWriter:
         if not final and now < self._backoff_until:
             # Redis is in back-off: nobody waits for a lookup that cannot happen.
             self._finish_unverified(self._lookups)
-            self._lookups = []
+            self._lookups.clear()
             return
         refresh_due = final or now >= self._next_refresh
         if self._down_since is not None or self._hasher.key is None or (refresh_due and not final):
@@ -283,18 +285,19 @@ class RegistryWriter:
                 logger.warning("mcp_registry hash key changed in Redis; adopting it")
                 for session in self._book:
                     session.id_hash = None
-                self._next_refresh = 0.0
+                self._next_refresh, self._refresh_all = 0.0, True
             self._hasher.key = agreed.encode()
         if self._down_since is not None:
-            self._next_refresh = 0.0  # re-assert every live session now
+            self._next_refresh, self._refresh_all = 0.0, True  # re-assert every live session now
 
     async def _resolve_lookups(self, redis: Redis, now: float, *, everything: bool) -> None:
         if not self._lookups:
             return
-        due = [e for e in self._lookups if everything or e.seen_at + LOOKUP_GRACE_SECONDS <= now]
+        due: list[StaleSeen] = []
+        while self._lookups and (everything or self._lookups[0].seen_at + LOOKUP_GRACE_SECONDS <= now):
+            due.append(self._lookups.popleft())
         if not due:
             return
-        self._lookups = [e for e in self._lookups if not (everything or e.seen_at + LOOKUP_GRACE_SECONDS <= now)]
         groups: dict[str, list[StaleSeen]] = {}
         for event in due:
             groups.setdefault(self._hasher.require(event.session_id), []).append(event)
@@ -349,6 +352,7 @@ class RegistryWriter:
         pipe = redis.pipeline(transaction=False)
         for opened in self._opened:
             pipe.set(self._keys.session(self._hash_of(opened.session)), self._worker, ex=ttl)
+            opened.session.refreshed_at = self._monotonic()
         for closed in self._closed:
             h = self._hash_of(closed.session)
             pipe.delete(self._keys.session(h))
@@ -389,10 +393,18 @@ class RegistryWriter:
         return fields
 
     async def _refresh(self, redis: Redis, *, final: bool) -> None:
-        """Sliding expiry of every live session, the heartbeat, and reaping of lost workers."""
+        """Sliding expiry of live sessions, the heartbeat, and reaping of lost workers.
+
+        A session key lives three intervals; each is re-asserted once it is 1.5 intervals old, so
+        every other pass (half the work of refreshing all) with one interval to spare. After an
+        outage or a key change every session is re-asserted at once.
+        """
         ttl = self._config.session_ttl_seconds
+        now_mono = self._monotonic()
+        stale_before = now_mono - 1.5 * self._config.refresh_seconds
+        due = [s for s in self._book if self._refresh_all or s.refreshed_at <= stale_before]
         commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-            ("set", (self._keys.session(self._hash_of(s)), self._worker), {"ex": ttl}) for s in self._book
+            ("set", (self._keys.session(self._hash_of(s)), self._worker), {"ex": ttl}) for s in due
         ]
         now = self._wall()
         worker_key = self._keys.worker(self._worker)
@@ -412,7 +424,10 @@ class RegistryWriter:
             pipe = redis.pipeline(transaction=False)
             for name, args, kwargs in commands[start : start + PIPELINE_CHUNK]:
                 getattr(pipe, name)(*args, **kwargs)
-            replies += await self._execute(pipe, "refresh", batch=len(self._book))
+            replies += await self._execute(pipe, "refresh", batch=len(due))
+        for session in due:
+            session.refreshed_at = now_mono
+        self._refresh_all = False
         if not final and (lost := [w for w in replies[-1] if w != self._worker]):
             await self._reap(redis, lost)
 
@@ -452,7 +467,7 @@ class RegistryWriter:
         self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
         self._backoff_until = now + self._backoff
         self._finish_unverified(self._lookups)
-        self._lookups = []
+        self._lookups.clear()
         if self._down_since is None:
             self._down_since = now
             self._dropped_at_down = sum(self._stats.dropped.values())
@@ -475,7 +490,7 @@ class RegistryWriter:
     def _abandon_pending(self, reason: str) -> None:
         """At the end of `run()`: whatever could not be written is counted, spans are ended."""
         self._finish_unverified(self._lookups)
-        self._lookups = []
+        self._lookups.clear()
         if self._closed:
             self._drop(self._closed, reason)
         self._opened, self._closed = [], []

@@ -40,7 +40,8 @@ class Worker:
 
     def __init__(self, server: fakeredis.FakeServer, name: str, **config: Any) -> None:
         self.live: dict[str, object] = {}
-        self.config = RegistryConfig(enabled=True, worker_id=name, refresh_seconds=1.0, **config)
+        config.setdefault("refresh_seconds", 1.0)
+        self.config = RegistryConfig(enabled=True, worker_id=name, **config)
         self.book = SessionBook(self.live)
         self.stats = RequestStats()
         self.captured: CapturedTelemetry = capture_telemetry()
@@ -307,3 +308,17 @@ async def test_shutdown_flushes_ends_and_removes_the_worker(server: fakeredis.Fa
     assert counters["ended|worker-a|shutdown"] == 1
     assert counters["life|5"] == 1
     assert await redis.zscore(KEYS.workers, "worker-a") is None
+
+
+async def test_a_held_session_key_never_lapses_between_refreshes(server: fakeredis.FakeServer, redis: Redis) -> None:
+    """Keys live three intervals and are re-asserted every other pass: one interval to spare."""
+    a = Worker(server, "worker-a", refresh_seconds=0.3)  # TTL 1 s
+    async with running(a):
+        a.open("held")
+        await until(lambda: all(s.id_hash for s in a.book))
+        key = KEYS.session(a.hasher.require("held"))
+        await until(lambda: redis.exists(key))
+        deadline = time.monotonic() + 3.0  # ten refresh intervals, three TTLs
+        while time.monotonic() < deadline:
+            assert await redis.exists(key), "the live key lapsed while its worker held the session"
+            await anyio.sleep(0.05)
