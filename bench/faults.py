@@ -469,13 +469,15 @@ class Row:
     note: str = ""
 
 
-def quiet(settings: Settings) -> None:
-    """Before a pair of windows: wait (bounded) until other processes leave the machine alone."""
+def quiet(deployment: Deployment, settings: Settings) -> None:
+    """Before a pair of windows: wait (bounded) until other processes leave the machine alone, then
+    one unmeasured second of load, so that the first measured window does not start from idle."""
     wait_for_quiet(settings.quiet_cores, max_wait=60)
+    run_wrk(deployment.cluster.urls[0] + "/mcp", "stateful", seconds=1, connections=settings.connections, cpus=None)
 
 
 def redis_fault_once(deployment: Deployment, fault: Fault, settings: Settings, progress: Progress) -> Run:
-    quiet(settings)
+    quiet(deployment, settings)
     progress(f"{fault.name}: no-fault window, then the fault's")
     baseline = measure(deployment, settings.seconds, settings.connections)
     logged = deployment.warnings()
@@ -498,7 +500,7 @@ def absent_once(settings: Settings, progress: Progress) -> Run:
         stack.callback(redis_server.stop)
         deployment = Deployment.start(stack, redis_server, 2)
         warm_up(deployment, settings.connections)
-        quiet(settings)
+        quiet(deployment, settings)
         progress("Redis absent at start-up: window without Redis, then the no-fault window")
         during = measure(deployment, settings.seconds, settings.connections)
         redis_server.start()
@@ -517,7 +519,7 @@ def worker_faults_once(settings: Settings, progress: Progress) -> list[Run]:
         for index, how, reason in ((2, "SIGTERM", "shutdown"), (1, "SIGKILL", "worker_lost")):
             held = _open_sessions(deployment.cluster.urls[index], HELD_BY_STOPPED_WORKER)
             worker = deployment.cluster.worker_ids[index]
-            quiet(settings)
+            quiet(deployment, settings)
             progress(f"a worker stopped with {how}: no-fault window, then the {how} window")
             baseline = measure(deployment, settings.seconds, settings.connections, churn_on=[0])
             with Churn([deployment.cluster.urls[0]]) as churn, OffTheList(deployment, worker) as off_the_list:
