@@ -301,7 +301,8 @@ def assert_one_episode(workers: Workers) -> None:
 
 
 def wait_counted(workers: Workers, sent: int) -> float:
-    """Poll until the workers' metrics count `sent` stale ids (any classification); the unverified ones."""
+    """Wait until the workers' metrics count exactly `sent` stale ids, whatever their classification;
+    return how many of them are `unverified`."""
 
     def counted() -> float:
         return workers.metric_total(LOOKUPS) - workers.metric_total(LOOKUPS, **{STATUS: "local"})
