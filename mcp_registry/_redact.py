@@ -14,8 +14,13 @@ from collections.abc import Callable
 from typing import Final
 
 SDK_LOGGERS: Final = ("mcp.server.streamable_http_manager", "mcp.server.streamable_http")
-_ID_AFTER: Final = re.compile(
-    r"(?P<lead>session ID: |[Ss]ession |Terminating session: |request for session )(?P<id>[^\s:]+)"
+# The SDK's lines that name a session (mcp 2.x). An id a client made up can hold any visible
+# character, so where the id ends the line, everything to the end is the id.
+_SESSION_LINES: Final = (
+    re.compile(r"(?P<lead>session ID: )(?P<id>.+)$", re.DOTALL),
+    re.compile(r"(?P<lead>Terminating session: )(?P<id>.+)$", re.DOTALL),
+    re.compile(r"(?P<lead>^Session )(?P<id>.+?)(?= idle timeout$| crashed$)", re.DOTALL),
+    re.compile(r"(?P<lead>request for session )(?P<id>.+?)(?=: credential does not match)", re.DOTALL),
 )
 
 
@@ -26,16 +31,15 @@ class SessionIdRedactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _ID_AFTER.sub(self._replace, message)
+        redacted = message
+        for pattern in _SESSION_LINES:
+            redacted = pattern.sub(self._replace, redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
 
     def _replace(self, match: re.Match[str]) -> str:
-        token = match["id"]
-        if token in {"manager", "already", "crashed", "terminated", "not", "with", "limit"}:
-            return match[0]  # prose, not an id ("session manager started", ...)
-        h = self._hash_id(token)
+        h = self._hash_id(match["id"])
         return f"{match['lead']}<id_hash:{h}>" if h else f"{match['lead']}<redacted>"
 
 

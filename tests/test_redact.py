@@ -40,3 +40,12 @@ def test_prose_about_the_session_manager_is_left_alone() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "StreamableHTTP session manager started", None, None)
     SessionIdRedactor(lambda _: "H").filter(record)
     assert record.getMessage() == "StreamableHTTP session manager started"
+
+
+@pytest.mark.parametrize("made_up", ["with:colons:inside", "with", "a b c", "x" * 64])
+def test_a_made_up_id_is_redacted_whole(made_up: str) -> None:
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "Rejected request with unknown or expired session ID: %s", (made_up,), None
+    )
+    SessionIdRedactor(lambda _: "H").filter(record)
+    assert record.getMessage() == "Rejected request with unknown or expired session ID: <id_hash:H>"

@@ -293,12 +293,6 @@ def test_the_sdks_log_lines_name_sessions_by_hash_only(observed: Observed) -> No
         assert "Traceback" not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mcp_registry/_redact.py hashes an id only up to its first ':' and leaves an id that starts "
-    "with 'with' (prose) or holds a space in the clear; the SDK logs a rejected id as the client sent it "
-    "(patch in the reliability report)",
-)
 def test_a_made_up_id_with_colons_or_spaces_is_redacted_whole_in_logs(observed: Observed) -> None:
     found = leaks([*observed.known.made_up, *observed.known.fragments], observed.logs)
     assert found == [], "\n".join(found)
