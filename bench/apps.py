@@ -21,6 +21,8 @@ import socket
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_registry.demo.app import demo_server
+
 
 class FreezeHeapAfterStartup:
     """Pass-through ASGI wrapper that runs `gc.collect(); gc.freeze()` when the lifespan start-up completes."""
@@ -44,25 +46,7 @@ class FreezeHeapAfterStartup:
 
 
 def _server() -> MCPServer:
-    server: MCPServer = MCPServer("mcp-registry-bench", log_level="WARNING")
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    @server.tool()
-    def add(a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
-
-    @server.tool()
-    def echo(text: str) -> str:
-        """Return the text unchanged."""
-        return text
-
-    @server.tool()
-    def whoami() -> str:
-        """The id of the worker that served this call."""
-        return worker
-
-    return server
+    return demo_server(f"{socket.gethostname()}:{os.getpid()}", name="mcp-registry-bench")
 
 
 def build(*, wrapped: bool, stateless: bool) -> ASGIApp:

@@ -39,8 +39,18 @@ def build_app(environ: Mapping[str, str] | None = None) -> SessionRegistryMiddle
     stateless = _flag(ENV_STATELESS, env.get(ENV_STATELESS, ""))
     _configure_telemetry(config.worker_id)
 
+    server = demo_server(config.worker_id)
+    inner = server.streamable_http_app(
+        json_response=True, stateless_http=stateless, transport_security=_transport_security(env)
+    )
+    inner.add_route(HEALTH_PATH, _healthz, methods=["GET"])
+    return SessionRegistryMiddleware(inner, session_manager=server.session_manager, config=config)
+
+
+def demo_server(worker_id: str, name: str = SERVER_NAME) -> MCPServer:
+    """The demo's MCP server and its tools (the benchmark serves the same ones)."""
     # WARNING: at INFO the SDK logs every new session with its raw id, a bearer secret.
-    server = MCPServer(SERVER_NAME, log_level="WARNING")
+    server = MCPServer(name, log_level="WARNING")
 
     @server.tool()
     def add(a: int, b: int) -> int:
@@ -55,13 +65,9 @@ def build_app(environ: Mapping[str, str] | None = None) -> SessionRegistryMiddle
     @server.tool()
     def whoami() -> str:
         """The id of the worker serving this call."""
-        return config.worker_id
+        return worker_id
 
-    inner = server.streamable_http_app(
-        json_response=True, stateless_http=stateless, transport_security=_transport_security(env)
-    )
-    inner.add_route(HEALTH_PATH, _healthz, methods=["GET"])
-    return SessionRegistryMiddleware(inner, session_manager=server.session_manager, config=config)
+    return server
 
 
 def _transport_security(env: Mapping[str, str]) -> TransportSecuritySettings | None:
