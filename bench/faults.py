@@ -435,6 +435,7 @@ def _restarted(deployment: Deployment) -> Callable[[], object]:
 
 
 FAULTS: Final = (
+    Fault("no fault at all (A/A control: what noise alone does to these windows)", lambda d: lambda: None),
     Fault("Redis killed (SIGKILL) for the window, then started empty", _killed),
     Fault("Redis paused (SIGSTOP) for the window: slow, not down", _paused),
     Fault("Redis restarted empty (SIGTERM, start) just before the window", _restarted, instant=True),
@@ -466,6 +467,11 @@ class Run:
     @property
     def ratio(self) -> float:
         return self.during.wrk.p99_us / self.baseline_p99_us if self.baseline_p99_us else math.nan
+
+    @property
+    def p50_ratio(self) -> float:
+        baseline = min(window.wrk.p50_us for window in self.baselines)
+        return self.during.wrk.p50_us / baseline if baseline else math.nan
 
 
 @dataclass
@@ -676,9 +682,10 @@ def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command:
         "",
         *[f"- {item}" for item in machine()],
         "",
-        "| fault | requests | failed | p99 no fault ms | p99 during ms | p99 ratio | slowest churn request ms "
-        "| events dropped | stale ids unverified | recovery s | warnings logged (unavailable/back per worker) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| fault | requests | failed | p99 no fault ms | p99 during ms | p99 ratio | p50 ratio "
+        "| slowest churn request ms | events dropped | stale ids unverified | recovery s "
+        "| warnings logged (unavailable/back per worker) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         runs = row.runs
@@ -686,7 +693,7 @@ def report(rows: list[Row], floods: list[FloodRow], settings: Settings, command:
             f"| {row.scenario} | {sum(r.during.requests for r in runs)} | {sum(r.during.failures for r in runs)} | "
             f"{_median_range([r.baseline_p99_us / 1000 for r in runs], '.1f')} | "
             f"{_median_range([r.during.wrk.p99_us / 1000 for r in runs], '.1f')} | "
-            f"{_median_range([r.ratio for r in runs], '.2f')} | "
+            f"{_median_range([r.ratio for r in runs], '.2f')} | {_median_range([r.p50_ratio for r in runs], '.2f')} | "
             f"{max(r.during.churn.slowest for r in runs) * 1000:.0f} | {sum(r.during.dropped for r in runs):.0f} | "
             f"{sum(r.during.unverified for r in runs):.0f} | {_median_range([r.recovery for r in runs], '.1f')} | "
             f"{runs[-1].warnings} |"
