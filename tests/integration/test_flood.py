@@ -119,7 +119,7 @@ def test_a_flood_of_made_up_ids_is_answered_and_costs_neither_memory_nor_redis(
     batches = workers.metric(0, f"{BATCH_SIZE}_count", **{OPERATION: "lookup"})
     looked_up = workers.metric(0, f"{BATCH_SIZE}_sum", **{OPERATION: "lookup"})
     assert looked_up == fabricated
-    assert looked_up / batches > 1.5, "lookups were not batched"
+    assert looked_up > batches, "no pipeline carried more than one lookup"
 
 
 def test_one_made_up_id_repeated_is_looked_up_once_per_cache_period(
