@@ -259,6 +259,18 @@ def poll(read: Callable[[], T], ready: Callable[[T], bool], *, bound: float, int
         time.sleep(interval)  # between two reads of a bounded poll
 
 
+def steady(read: Callable[[], float], *, interval: float, bound: float = RECOVERY_BOUND) -> float:
+    """`read()` once two readings `interval` seconds apart agree (nothing is moving it any more)."""
+    deadline = time.monotonic() + bound
+    previous = read()
+    while True:
+        time.sleep(interval)  # between two reads of a bounded poll
+        current = read()
+        if current == previous or time.monotonic() > deadline:
+            return current
+        previous = current
+
+
 def session_owners(redis_url: str, session_ids: list[str], hash_key: str | None = None) -> dict[str, str | None]:
     """For each raw id: the worker its live-session key names in Redis (None: no key).
 
@@ -316,6 +328,10 @@ def assert_hops_recognised(workers: Workers, redis_url: str) -> None:
     """A session opened on worker-0, once recorded, and used on worker-1 is classified `cross_worker`:
     lookups work again and both workers hash with the same key. (A fresh session, so that no cached
     answer of an earlier lookup, and no race with its recording, decides.)"""
+
+    def stale_ids_classified() -> float:
+        return workers.metric(1, LOOKUPS) - workers.metric(1, LOOKUPS, **{STATUS: "local"})
+
     call = tool_call("add", {"a": 1, "b": 2})
     with httpx.Client(timeout=REQUEST_TIMEOUT) as http:
         opened = http.post(workers.urls[0] + "/mcp", json=initialize_request("hop"), headers=session_headers(None))
@@ -323,12 +339,14 @@ def assert_hops_recognised(workers: Workers, redis_url: str) -> None:
         owner = poll(lambda: session_owners(redis_url, [session_id]), lambda o: o[session_id] is not None,
                      bound=RECOVERY_BOUND)  # fmt: skip
         assert owner == {session_id: "worker-0"}
-        seen = workers.metric(1, LOOKUPS) - workers.metric(1, LOOKUPS, **{STATUS: "local"})
+        # Earlier lookups still in flight would blur the count: read it once it holds still for
+        # longer than a lookup waits (0.25 s).
+        seen = steady(stale_ids_classified, interval=0.5)
         cross = workers.metric(1, LOOKUPS, **{STATUS: "cross_worker"})
         hop = http.post(workers.urls[1] + "/mcp", json=call, headers=session_headers(session_id))
         assert hop.status_code == 404
-    poll(lambda: workers.metric(1, LOOKUPS) - workers.metric(1, LOOKUPS, **{STATUS: "local"}), lambda n: n > seen,
-         bound=RECOVERY_BOUND)  # fmt: skip
+    poll(stale_ids_classified, lambda n: n > seen, bound=RECOVERY_BOUND)
+    assert stale_ids_classified() == seen + 1
     assert workers.metric(1, LOOKUPS, **{STATUS: "cross_worker"}) == cross + 1
 
 
