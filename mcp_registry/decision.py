@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from mcp_registry.config import StalePolicy
 
@@ -49,8 +49,9 @@ class IdState(StrEnum):
     MALFORMED = "malformed"
 
 
-@dataclass(frozen=True, slots=True)
-class SessionHeader:
+class SessionHeader(NamedTuple):
+    """What a request's `mcp-session-id` header says (a tuple: built on every request, cheaply)."""
+
     state: IdState
     value: str | None = None
     """The id, only when `state` is VALID."""
@@ -73,23 +74,34 @@ def parse_session_id(raw: bytes) -> str | None:
     return text
 
 
-def read_session_header(headers: Iterable[tuple[bytes, bytes]]) -> SessionHeader:
-    """Find the `mcp-session-id` value(s) among raw ASGI headers, matching names case-insensitively.
+def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[SessionHeader, bytes | None]:
+    """The `mcp-session-id` and `mcp-protocol-version` of raw ASGI headers, in one pass.
 
-    Repeats of one value count as that value; two different values, or any value that is not
-    1–256 bytes of visible ASCII, make the header MALFORMED. Never raises on header content.
+    Names match case-insensitively. Repeats of one id count as that id; two different values, or
+    any value that is not 1–256 bytes of visible ASCII, make the id MALFORMED. Never raises on
+    header content.
     """
     found: bytes | None = None
+    conflicting = False
+    version: bytes | None = None
     for name, value in headers:
-        if name == SESSION_HEADER or name.lower() == SESSION_HEADER:
+        # ASGI servers send lower-case names; compare cheaply first, lower() only on a length match.
+        if name == SESSION_HEADER or (len(name) == 14 and name.lower() == SESSION_HEADER):
             if found is None:
                 found = value
             elif value != found:
-                return MALFORMED
+                conflicting = True
+        elif name == PROTOCOL_VERSION_HEADER or (len(name) == 20 and name.lower() == PROTOCOL_VERSION_HEADER):
+            version = value
     if found is None:
-        return ABSENT
-    parsed = parse_session_id(found)
-    return MALFORMED if parsed is None else SessionHeader(IdState.VALID, parsed)
+        return ABSENT, version
+    parsed = None if conflicting else parse_session_id(found)
+    return (MALFORMED if parsed is None else SessionHeader(IdState.VALID, parsed)), version
+
+
+def read_session_header(headers: Iterable[tuple[bytes, bytes]]) -> SessionHeader:
+    """The `mcp-session-id` of raw ASGI headers (see `read_headers`)."""
+    return read_headers(headers)[0]
 
 
 @dataclass(frozen=True, slots=True)

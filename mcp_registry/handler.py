@@ -27,7 +27,6 @@ from mcp_registry import _redact
 from mcp_registry._sdk import ManagerView
 from mcp_registry.config import RegistryConfig
 from mcp_registry.decision import (
-    PROTOCOL_VERSION_HEADER,
     SESSION_HEADER,
     Action,
     IdState,
@@ -37,6 +36,7 @@ from mcp_registry.decision import (
     initialize_params,
     needs_body,
     parse_session_id,
+    read_headers,
     strip_session_header,
 )
 from mcp_registry.registry.events import ClientInfo
@@ -113,18 +113,7 @@ class SessionRegistryMiddleware:
     # --- requests ----------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
-        found: bytes | None = None
-        conflicting = False
-        version: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == SESSION_HEADER or (len(name) == 14 and name.lower() == SESSION_HEADER):
-                if found is None:
-                    found = value
-                elif value != found:
-                    conflicting = True
-            elif name == PROTOCOL_VERSION_HEADER or (len(name) == 20 and name.lower() == PROTOCOL_VERSION_HEADER):
-                version = value
-
+        header, version = read_headers(scope["headers"])
         if version is not None and version not in _HANDSHAKE_VERSIONS:
             # 2026-07-28 and later: the SDK's sessionless path; session ids play no part.
             runtime.stats.requests[Era.MODERN] += 1
@@ -132,14 +121,13 @@ class SessionRegistryMiddleware:
             return
         runtime.stats.requests[Era.LEGACY] += 1
 
-        if found is None:
+        if header.state is IdState.ABSENT:
             await self._without_id(scope, receive, send)
             return
-        session_id = None if conflicting else parse_session_id(found)
-        if session_id is not None and session_id in self._view.live:
-            await self._own_session(session_id, scope, receive, send)
+        if header.value is not None and header.value in self._view.live:
+            await self._own_session(header.value, scope, receive, send)
             return
-        await self._stale(session_id, version, scope, receive, send)
+        await self._stale(header, version, scope, receive, send)
 
     async def _own_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
@@ -179,9 +167,9 @@ class SessionRegistryMiddleware:
         await self.app(scope, receive, send_watching_delete)
 
     async def _stale(
-        self, session_id: str | None, version: bytes | None, scope: Scope, receive: Receive, send: Send
+        self, header: SessionHeader, version: bytes | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        header = SessionHeader(IdState.MALFORMED) if session_id is None else SessionHeader(IdState.VALID, session_id)
+        session_id = header.value  # None: malformed
         request = Request(
             method=scope["method"],
             header=header,
