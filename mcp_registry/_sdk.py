@@ -4,12 +4,17 @@
 (session id -> transport): it adds an id when it admits a session and removes it the moment the
 session ends (DELETE, idle timeout, crash, failed opening request). `tests/test_sdk.py` pins that
 behaviour against the installed SDK, so an SDK release that changes it fails loudly there.
+
+With continuity on, `issue_ids_with` makes the manager hand out ids of our making: it wraps the
+manager's `_admit_session` (where the SDK creates a session's transport under its uuid4 id) and
+re-keys the new session under the sealed id before any request can see it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
@@ -29,3 +34,25 @@ class ManagerView:
             stateless=manager.stateless,
             max_body_bytes=manager.max_request_body_size,
         )
+
+
+def issue_ids_with(manager: StreamableHTTPSessionManager, make_id: Callable[[str], str]) -> None:
+    """From now on, a session the manager admits gets `make_id(sdk_id)` as its id, in every SDK structure."""
+    admit = manager._admit_session
+
+    def admit_with_our_id(requestor: Any) -> Any:
+        transport = admit(requestor)
+        if transport is None:
+            return None
+        sdk_id = transport.mcp_session_id
+        if sdk_id is None:
+            return transport
+        our_id = make_id(sdk_id)
+        if our_id != sdk_id:
+            transport.mcp_session_id = our_id
+            manager._server_instances[our_id] = manager._server_instances.pop(sdk_id)
+            if sdk_id in manager._session_owners:
+                manager._session_owners[our_id] = manager._session_owners.pop(sdk_id)
+        return transport
+
+    manager._admit_session = admit_with_our_id  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,10 +33,16 @@ ENV_REDIS_TIMEOUT: Final = "MCP_SESSION_REGISTRY_REDIS_TIMEOUT"
 ENV_TLS_CA: Final = "MCP_SESSION_REGISTRY_TLS_CA_FILE"
 ENV_TLS_CERT: Final = "MCP_SESSION_REGISTRY_TLS_CERT_FILE"
 ENV_TLS_KEY: Final = "MCP_SESSION_REGISTRY_TLS_KEY_FILE"
+ENV_CONTINUITY: Final = "MCP_SESSION_CONTINUITY"
+ENV_FORWARD_LISTEN: Final = "MCP_SESSION_FORWARD_LISTEN"
+ENV_FORWARD_ADVERTISE: Final = "MCP_SESSION_FORWARD_ADVERTISE"
+ENV_FORWARD_TIMEOUT: Final = "MCP_SESSION_FORWARD_TIMEOUT"
+ENV_ROUTE_LABEL: Final = "MCP_SESSION_ROUTE_LABEL"
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 _REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+_ROUTE_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _Num = TypeVar("_Num", int, float)
 
 
@@ -50,6 +57,15 @@ class StalePolicy(StrEnum):
     """Let the SDK answer 404 so that a spec-following client starts a new session."""
     STRIP = "strip"
     """Drop the stale header and let the request through (LiteLLM's behaviour)."""
+
+
+class Continuity(StrEnum):
+    """What a worker does with a request on a live session that another worker owns."""
+
+    OFF = "off"
+    """Nothing new: the decision table applies (the SDK answers 404 under `spec`)."""
+    FORWARD = "forward"
+    """Stream the request to the owner's internal listener and its answer back."""
 
 
 def default_worker_id() -> str:
@@ -90,6 +106,19 @@ class RegistryConfig:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    continuity: Continuity = Continuity.OFF
+    """`off` or `forward` (`MCP_SESSION_CONTINUITY`); `forward` needs `hash_key`."""
+    forward_listen: str = "127.0.0.1:0"
+    """Where this worker accepts forwarded requests (`MCP_SESSION_FORWARD_LISTEN`): `HOST:PORT` (port 0: any
+    free port, so each of `--workers N` gets its own) or `unix:PATH` (`{pid}` in PATH becomes the worker's pid)."""
+    forward_advertise: str | None = None
+    """How other workers reach that listener (`MCP_SESSION_FORWARD_ADVERTISE`): `HOST` or `HOST:PORT`; the
+    bound port is used when the port is absent or 0. Default: the listen address."""
+    forward_timeout: float = 300.0
+    """Seconds a forwarded request may wait for the owner's response headers (`MCP_SESSION_FORWARD_TIMEOUT`)."""
+    route_label: str | None = None
+    """A short name of this host, written in clear into every session id so that a balancer can route a
+    session to its host (`MCP_SESSION_ROUTE_LABEL`): letters, digits, `-`, `_`, at most 16."""
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
@@ -108,6 +137,23 @@ class RegistryConfig:
         _require_positive(ENV_QUEUE_SIZE, self.queue_size)
         _require_positive(ENV_LOOKUP_RATE, self.lookup_rate)
         _require_positive(ENV_REDIS_TIMEOUT, self.redis_timeout)
+        _require_positive(ENV_FORWARD_TIMEOUT, self.forward_timeout)
+        if not isinstance(self.continuity, Continuity):
+            object.__setattr__(self, "continuity", _parse_continuity(str(self.continuity)))
+        if self.continuity is Continuity.FORWARD and self.hash_key is None:
+            raise ConfigError(
+                f"{ENV_CONTINUITY}=forward needs {ENV_HASH_KEY}: the key every worker of the deployment shares "
+                "(at least 16 bytes), so that any worker can verify the route inside a session id"
+            )
+        if self.route_label is not None and not _ROUTE_LABEL.fullmatch(self.route_label):
+            raise ConfigError(f"{ENV_ROUTE_LABEL} must be 1-16 letters, digits, '-' or '_'; got {self.route_label!r}")
+        if self.continuity is Continuity.FORWARD:
+            # Imported here: the addresses module is pure, but config must not depend on continuity otherwise.
+            from mcp_registry.continuity.address import parse_advertise, parse_listen
+
+            parse_listen(self.forward_listen)
+            if self.forward_advertise is not None:
+                parse_advertise(self.forward_advertise)
 
     @property
     def session_ttl_seconds(self) -> int:
@@ -148,6 +194,16 @@ class RegistryConfig:
             values["lookup_rate"] = _parse_number(ENV_LOOKUP_RATE, raw, float)
         if (raw := env.get(ENV_REDIS_TIMEOUT)) is not None:
             values["redis_timeout"] = _parse_number(ENV_REDIS_TIMEOUT, raw, float)
+        if (raw := env.get(ENV_CONTINUITY)) is not None:
+            values["continuity"] = _parse_continuity(raw)
+        if raw := env.get(ENV_FORWARD_LISTEN, "").strip():
+            values["forward_listen"] = raw
+        if raw := env.get(ENV_FORWARD_ADVERTISE, "").strip():
+            values["forward_advertise"] = raw
+        if (raw := env.get(ENV_FORWARD_TIMEOUT)) is not None:
+            values["forward_timeout"] = _parse_number(ENV_FORWARD_TIMEOUT, raw, float)
+        if raw := env.get(ENV_ROUTE_LABEL, "").strip():
+            values["route_label"] = raw
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -166,6 +222,13 @@ def _parse_policy(raw: str) -> StalePolicy:
         return StalePolicy(raw.strip().lower())
     except ValueError:
         raise ConfigError(f"{ENV_STALE_POLICY} must be 'spec' or 'strip'; got {raw!r}") from None
+
+
+def _parse_continuity(raw: str) -> Continuity:
+    try:
+        return Continuity(raw.strip().lower() or "off")
+    except ValueError:
+        raise ConfigError(f"{ENV_CONTINUITY} must be 'off' or 'forward'; got {raw!r}") from None
 
 
 def _parse_number(name: str, raw: str, kind: type[_Num]) -> _Num:

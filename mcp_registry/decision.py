@@ -1,7 +1,7 @@
 """The pure core: what to do with a request's `mcp-session-id`.
 
-No I/O, no clock, no globals. `read_session_header` turns the raw ASGI headers into a
-`SessionHeader`; `decide` applies the decision table of DESIGN.md:
+No I/O, no clock, no globals. `scan_headers` reads the raw ASGI headers and `interpret` turns the
+id into a `SessionHeader`; `decide` applies the decision table of DESIGN.md:
 
 | request                                   | stateless manager | stateful manager            |
 |-------------------------------------------|-------------------|-----------------------------|
@@ -10,6 +10,9 @@ No I/O, no clock, no globals. `read_session_header` turns the raw ASGI headers i
 | stale or malformed id, DELETE             | ack_delete        | ack_delete                  |
 | stale or malformed id, POST `initialize`  | strip             | strip                       |
 | stale or malformed id, anything else      | strip             | `spec`: reject, `strip`: strip |
+
+With continuity on, a valid id whose sealed route names another worker is `forward`ed,
+whatever the method: its owner serves it (and answers a DELETE by ending the session).
 
 Only one cell depends on the request body (stateful, `spec`, a POST with a stale id); ask
 `needs_body` first and read the body only then.
@@ -39,6 +42,8 @@ class Action(StrEnum):
     """Answer 200 here; the SDK never sees the request."""
     REJECT = "reject"
     """Hand the request to the SDK unchanged, which answers 404 "Session not found"."""
+    FORWARD = "forward"
+    """Stream the request to the worker that owns the session, and its answer back (continuity)."""
 
 
 class IdState(StrEnum):
@@ -74,6 +79,44 @@ def parse_session_id(raw: bytes) -> str | None:
     return text
 
 
+CONFLICTING: Final = b""
+"""`scan_headers`'s id when two different `mcp-session-id` values came: empty, so malformed like an empty value."""
+
+
+def scan_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The raw `mcp-session-id` and `mcp-protocol-version` values of ASGI headers, in one pass.
+
+    The request path's only header parser. Names match case-insensitively; repeats of one id
+    count as that id, two different values give `CONFLICTING`. Nothing is validated here: a
+    value that is a key of the SDK's session table is valid by construction, and `interpret`
+    judges the rest.
+    """
+    found: bytes | None = None
+    version: bytes | None = None
+    for name, value in headers:
+        # ASGI servers send lower-case names. The byte at index 3 is '-' in both names we want and in
+        # almost no other header of their lengths (not in content-length), so lower() runs only then.
+        size = len(name)
+        if size == 14 and name[3] == 45 and (name == SESSION_HEADER or name.lower() == SESSION_HEADER):
+            if found is None:
+                found = value
+            elif value != found:
+                found = CONFLICTING
+        elif size == 20 and name[3] == 45 and (
+            name == PROTOCOL_VERSION_HEADER or name.lower() == PROTOCOL_VERSION_HEADER
+        ):
+            version = value
+    return found, version
+
+
+def interpret(raw: bytes | None) -> SessionHeader:
+    """What a raw `mcp-session-id` (from `scan_headers`) says: absent, a valid id, or malformed."""
+    if raw is None:
+        return ABSENT
+    parsed = parse_session_id(raw)
+    return MALFORMED if parsed is None else SessionHeader(IdState.VALID, parsed)
+
+
 def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[SessionHeader, bytes | None]:
     """The `mcp-session-id` and `mcp-protocol-version` of raw ASGI headers, in one pass.
 
@@ -81,22 +124,8 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[SessionHeader,
     any value that is not 1–256 bytes of visible ASCII, make the id MALFORMED. Never raises on
     header content.
     """
-    found: bytes | None = None
-    conflicting = False
-    version: bytes | None = None
-    for name, value in headers:
-        # ASGI servers send lower-case names; compare cheaply first, lower() only on a length match.
-        if name == SESSION_HEADER or (len(name) == 14 and name.lower() == SESSION_HEADER):
-            if found is None:
-                found = value
-            elif value != found:
-                conflicting = True
-        elif name == PROTOCOL_VERSION_HEADER or (len(name) == 20 and name.lower() == PROTOCOL_VERSION_HEADER):
-            version = value
-    if found is None:
-        return ABSENT, version
-    parsed = None if conflicting else parse_session_id(found)
-    return (MALFORMED if parsed is None else SessionHeader(IdState.VALID, parsed)), version
+    raw, version = scan_headers(headers)
+    return interpret(raw), version
 
 
 def read_session_header(headers: Iterable[tuple[bytes, bytes]]) -> SessionHeader:
@@ -114,6 +143,8 @@ class Request:
     """This worker's session manager holds the id right now."""
     stateless: bool
     policy: StalePolicy = StalePolicy.SPEC
+    owner_elsewhere: bool = False
+    """Continuity is on and the id names, under the deployment's MAC, another live worker as its owner."""
 
     @property
     def stale(self) -> bool:
@@ -125,6 +156,7 @@ def needs_body(request: Request) -> bool:
     """Whether `decide` depends on knowing if the body is an `initialize` request."""
     return (
         request.stale
+        and not request.owner_elsewhere
         and request.method == "POST"
         and not request.stateless
         and request.policy is StalePolicy.SPEC
@@ -135,6 +167,8 @@ def decide(request: Request, *, is_initialize: bool = False) -> Action:
     """Apply the decision table. `is_initialize` matters only where `needs_body` is true."""
     if not request.stale:
         return Action.PASS
+    if request.owner_elsewhere:
+        return Action.FORWARD
     if request.method == "DELETE":
         return Action.ACK_DELETE
     if request.stateless or request.policy is StalePolicy.STRIP:

@@ -13,10 +13,12 @@ Bodies are read only on two rare paths, both bounded by the SDK's own body limit
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Final
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -24,8 +26,10 @@ from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
-from mcp_registry._sdk import ManagerView
-from mcp_registry.config import RegistryConfig
+from mcp_registry._sdk import ManagerView, issue_ids_with
+from mcp_registry.config import Continuity, RegistryConfig
+from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
+from mcp_registry.continuity.sealed_id import Route, Shape
 from mcp_registry.decision import (
     SESSION_HEADER,
     Action,
@@ -34,14 +38,28 @@ from mcp_registry.decision import (
     SessionHeader,
     decide,
     initialize_params,
+    interpret,
     needs_body,
     parse_session_id,
-    read_headers,
+    scan_headers,
     strip_session_header,
 )
 from mcp_registry.registry.events import ClientInfo
 from mcp_registry.runtime import WorkerRuntime
-from mcp_registry.telemetry import ATTR_ACTION, ATTR_WORKER_ID, SPAN_RESOLVE, Era, Status, annotate
+from mcp_registry.telemetry import (
+    ATTR_ACTION,
+    ATTR_END_REASON,
+    ATTR_FORWARD_FAILURE,
+    ATTR_HOP_SECONDS,
+    ATTR_WORKER_ID,
+    SPAN_RESOLVE,
+    EndReason,
+    Status,
+    annotate,
+)
+
+if TYPE_CHECKING:
+    from mcp_registry.continuity.node import ContinuityNode
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +90,68 @@ class SessionRegistryMiddleware:
         self.runtime = WorkerRuntime(
             self.config, self._view, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
+        # Read on every request: plain attributes, no lookups through config or runtime.
+        self._live = self._view.live
+        self._stats = self.runtime.stats
+        self._trace_local = self.config.trace_local
+        self.continuity: ContinuityNode | None = None
+        if self.config.continuity is Continuity.FORWARD:
+            from mcp_registry.continuity.node import ContinuityNode  # aiohttp: only when continuity is on
+
+            self.continuity = ContinuityNode(self.config, self.runtime.stats)
+            issue_ids_with(session_manager, self.continuity.seal)
         if not self.config.record_raw_id:
             _redact.install(self.runtime.hasher.hash)
 
-    def running(self) -> AbstractAsyncContextManager[None]:
-        """The background work, for servers that send no lifespan events."""
-        return self.runtime.running()
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The background work (and, with continuity, the internal listener), for servers without lifespan events."""
+        async with self.runtime.running():
+            if self.continuity is None:
+                yield
+            else:
+                async with self.continuity.running(self.serve_forwarded):
+                    yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # The hot path is inline, so that it adds one coroutine frame to the SDK's request: every time
+        # the SDK's handler suspends and resumes (several times a request), each frame above it is crossed.
+        raw, version = scan_headers(scope["headers"])
+        stats = self._stats
+        if version is not None and version not in _HANDSHAKE_VERSIONS:
+            # 2026-07-28 and later: the SDK's sessionless path; session ids play no part.
+            stats.modern_requests += 1
             await self.app(scope, receive, send)
+            return
+        stats.legacy_requests += 1
+        if raw is not None and not self._trace_local and scope["method"] != "DELETE":
+            session_id = raw.decode("latin-1")
+            if session_id in self._live:  # one of this worker's own sessions: the SDK issued it, it is valid
+                stats.local_requests += 1
+                current = trace.get_current_span()
+                if current.is_recording():
+                    self._annotate_local(current, session_id)
+                await self.app(scope, receive, send)
+                return
+        await self._rare(raw, version, scope, receive, send)
 
     # --- lifespan --------------------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: list[Message] = []
+        continuity = self.continuity
 
         async def receive_with_shutdown() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
+                if continuity is not None:
+                    # Forwarded requests and streams finish (bounded) before the SDK drops its sessions.
+                    await continuity.drain()
                 # Record the sessions still held before the SDK's manager forgets them.
                 self.runtime.shutting_down()
             return message
@@ -105,34 +163,25 @@ class SessionRegistryMiddleware:
             else:
                 await send(message)
 
-        async with self.runtime.running():
+        async with self.running():
             await self.app(scope, receive_with_shutdown, send_after_drain)
         for message in held:
             await send(message)
 
-    # --- requests ----------------------------------------------------------------------------
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime = self.runtime
-        header, version = read_headers(scope["headers"])
-        if version is not None and version not in _HANDSHAKE_VERSIONS:
-            # 2026-07-28 and later: the SDK's sessionless path; session ids play no part.
-            runtime.stats.requests[Era.MODERN] += 1
-            await self.app(scope, receive, send)
-            return
-        runtime.stats.requests[Era.LEGACY] += 1
-
+    # --- requests that are not on an own session --------------------------------------------------
+    async def _rare(self, raw: bytes | None, version: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
+        header = interpret(raw)
         if header.state is IdState.ABSENT:
             await self._without_id(scope, receive, send)
-            return
-        if header.value is not None and header.value in self._view.live:
+        elif header.value is not None and header.value in self._live:
             await self._own_session(header.value, scope, receive, send)
-            return
-        await self._stale(header, version, scope, receive, send)
+        else:
+            await self._stale(header, version, scope, receive, send)
 
     async def _own_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
-        runtime.stats.local_requests += 1
-        if self.config.trace_local:
+        self._stats.local_requests += 1
+        if self._trace_local:
             with runtime.telemetry.tracer.start_as_current_span(SPAN_RESOLVE) as span:
                 self._annotate_local(span, session_id)
                 await self._serve_own(session_id, scope, receive, send)
@@ -170,26 +219,55 @@ class SessionRegistryMiddleware:
         self, header: SessionHeader, version: bytes | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         session_id = header.value  # None: malformed
+        known: Status | None = None
+        owner: Route | None = None
+        if self.continuity is not None and session_id is not None:
+            found = self.continuity.owner_of(session_id)
+            if isinstance(found, Route):
+                if self.continuity.is_mine(found):
+                    known = Status.EXPIRED  # this worker issued it and no longer holds it
+                else:
+                    owner = found
+            elif found is Shape.FORGED:
+                known = Status.FABRICATED  # shaped like our ids, but the MAC says nobody here made it
         request = Request(
             method=scope["method"],
             header=header,
             owned=False,
             stateless=self._view.stateless,
             policy=self.config.stale_policy,
+            owner_elsewhere=owner is not None,
         )
         is_initialize = False
         if needs_body(request):
             body_messages, is_initialize = await _read_body(receive, self._view.max_body_bytes)
             receive = _replay(body_messages, receive)
         action = decide(request, is_initialize=is_initialize)
+        protocol_version = version.decode("latin-1") if version is not None else None
 
         span = self.runtime.telemetry.start_resolve_span(
-            method=scope["method"],
-            action=action,
-            protocol_version=version.decode("latin-1") if version is not None else None,
+            method=scope["method"], action=action, protocol_version=protocol_version
         )
-        self.runtime.stale(session_id, action, span)
+        if action is Action.FORWARD:
+            assert owner is not None
+            assert session_id is not None
+            hop = await self._forward(owner, session_id, span, scope, receive, send)
+            if hop is None:
+                return
+            # The owner is gone and nothing reached it: answer here, as the decision table says for a stale id.
+            receive = _replay(hop.replay or [], receive)
+            action = decide(replace(request, owner_elsewhere=False), is_initialize=False)
+            if needs_body(replace(request, owner_elsewhere=False)):
+                body_messages, is_initialize = await _read_body(receive, self._view.max_body_bytes)
+                receive = _replay(body_messages, receive)
+                action = decide(replace(request, owner_elsewhere=False), is_initialize=is_initialize)
+            span.set_attribute(ATTR_ACTION, action.value)
+            span.set_attribute(ATTR_END_REASON, EndReason.WORKER_LOST.value)
+            known = Status.EXPIRED
+        self.runtime.stale(session_id, action, span, known=known)
+        await self._apply(action, session_id, scope, receive, send)
 
+    async def _apply(self, action: Action, session_id: str | None, scope: Scope, receive: Receive, send: Send) -> None:
         if action is Action.ACK_DELETE:
             await _acknowledge_delete(send)
         elif action is Action.STRIP:
@@ -203,6 +281,69 @@ class SessionRegistryMiddleware:
                 scope = dict(scope)
                 scope["headers"] = [*strip_session_header(scope["headers"]), (SESSION_HEADER, _NO_SESSION)]
             await self.app(scope, receive, send)
+
+    # --- continuity ------------------------------------------------------------------------------
+    async def _forward(
+        self, owner: Route, session_id: str, span: trace.Span, scope: Scope, receive: Receive, send: Send
+    ) -> HopResult | None:
+        """Have the owner serve the request. None when done; the hop when the owner is gone and we must answer."""
+        assert self.continuity is not None
+        stats = self._stats
+        try:
+            hop = await self.continuity.forward(owner, session_id, scope, receive, send)
+        except BaseException:
+            span.end()
+            raise
+        raw = session_id if self.config.record_raw_id else None
+        id_hash = self.runtime.hasher.hash(session_id)
+        if hop.headers_seconds is not None and span.is_recording():
+            span.set_attribute(ATTR_HOP_SECONDS, hop.headers_seconds)
+        if hop.failure is ForwardFailure.OWNER_GONE and not hop.response_started:
+            stats.forward_failures[hop.failure.value] += 1
+            span.set_attribute(ATTR_FORWARD_FAILURE, hop.failure.value)
+            return hop
+        if hop.failure is None:
+            origin = hop.owner or "unknown"
+            stats.lookups[(Status.CROSS_WORKER, Action.FORWARD)] += 1
+            stats.reuse[origin] += 1
+            annotate(span, status=Status.CROSS_WORKER, id_hash=id_hash, origin=hop.owner, raw_id=raw)
+        else:
+            stats.forward_failures[hop.failure.value] += 1
+            span.set_attribute(ATTR_FORWARD_FAILURE, hop.failure.value)
+            status = Status.EXPIRED if hop.failure is ForwardFailure.SESSION_GONE else Status.CROSS_WORKER
+            stats.lookups[(status, Action.FORWARD)] += 1
+            annotate(span, status=status, id_hash=id_hash, origin=hop.owner, raw_id=raw)
+            if not hop.response_started:
+                await _error(send, 504 if hop.failure is ForwardFailure.TIMEOUT else 502,
+                             "The worker that owns this session did not answer in time"
+                             if hop.failure is ForwardFailure.TIMEOUT else "The worker that owns this session failed")
+        span.end()
+        return None
+
+    async def serve_forwarded(self, scope: Scope, receive: Receive, send: Send, sender: str) -> None:
+        """Serve a request another worker forwarded here (its hop already verified by the listener)."""
+        self._stats.served_for[sender] += 1
+        raw, _ = scan_headers(scope["headers"])
+        session_id = raw.decode("latin-1") if raw is not None else None
+        live = session_id is not None and session_id in self._live
+        marks = [(OWNER_HEADER, self._owner_mark)] if live else [(OWNER_HEADER, self._owner_mark), (GONE_HEADER, b"1")]
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *marks]}
+            await send(message)
+
+        if live:
+            assert session_id is not None
+            await self._serve_own(session_id, scope, receive, send_marked)
+        elif scope["method"] == "DELETE":
+            await _acknowledge_delete(send_marked)
+        else:
+            await self.app(scope, receive, send_marked)  # the SDK answers 404 "Session not found"
+
+    @property
+    def _owner_mark(self) -> bytes:
+        return self.config.worker_id.encode()
 
     async def _without_id(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request with no id: on a stateful manager a POST may open a session; capture it."""
@@ -267,6 +408,14 @@ def _replay(messages: list[Message], receive: Receive) -> Callable[[], Awaitable
         return await receive()
 
     return replay_receive
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    """A JSON-RPC error with no request id, like the SDK's own transport errors."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _acknowledge_delete(send: Send) -> None:

@@ -76,12 +76,21 @@ class WorkerRuntime:
         if session is not None:
             self._ended(session, EndReason.DELETED)
 
-    def stale(self, session_id: str | None, action: Action, span: Span) -> None:
-        """Classify an id this worker does not hold and end the span; `None` means malformed."""
+    def stale(self, session_id: str | None, action: Action, span: Span, *, known: Status | None = None) -> None:
+        """Classify an id this worker does not hold and end the span; `None` means malformed.
+
+        `known` is a classification made in process (continuity's sealed ids): no Redis lookup then.
+        """
         if session_id is None:
             annotate(span, status=Status.MALFORMED, id_hash=None)
             span.end()
             self.stats.lookups[(Status.MALFORMED, action)] += 1
+            return
+        if known is not None:
+            raw = session_id if self.config.record_raw_id else None
+            annotate(span, status=known, id_hash=self.hasher.hash(session_id), raw_id=raw)
+            span.end()
+            self.stats.lookups[(known, action)] += 1
             return
         if self.writer is not None and self.started:
             self.writer.submit(StaleSeen(session_id, action, span, time.monotonic(), time.time()))

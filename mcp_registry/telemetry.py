@@ -35,6 +35,10 @@ ATTR_END_REASON: Final = "mcp_registry.session.end_reason"
 ATTR_ERA: Final = "mcp_registry.protocol.era"
 ATTR_DROP_REASON: Final = "mcp_registry.drop.reason"
 ATTR_OPERATION: Final = "mcp_registry.redis.operation"
+ATTR_FORWARD_FAILURE: Final = "mcp_registry.forward.failure"
+ATTR_FORWARD_REFUSAL: Final = "mcp_registry.forward.refusal"
+ATTR_FORWARDED_BY: Final = "mcp_registry.forward.from_worker"
+ATTR_HOP_SECONDS: Final = "mcp_registry.forward.headers_seconds"
 # OpenTelemetry semantic conventions (reused, not invented):
 ATTR_RAW_SESSION_ID: Final = "mcp.session.id"
 ATTR_PROTOCOL_VERSION: Final = "mcp.protocol.version"
@@ -53,6 +57,9 @@ METRIC_QUEUE_DROPPED: Final = "mcp_registry.queue.dropped"
 METRIC_REDIS_ERRORS: Final = "mcp_registry.redis.errors"
 METRIC_REDIS_DURATION: Final = "mcp_registry.redis.duration"
 METRIC_BATCH_SIZE: Final = "mcp_registry.writer.batch_size"
+METRIC_FORWARD_FAILURES: Final = "mcp_registry.forward.failures"
+METRIC_FORWARD_SERVED: Final = "mcp_registry.forward.served"
+METRIC_FORWARD_REFUSED: Final = "mcp_registry.forward.refused"
 
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
@@ -103,7 +110,8 @@ class EndReason(StrEnum):
 class RequestStats:
     """Cumulative counts kept with plain integer increments; metrics and the registry read them."""
 
-    requests: Counter[Era] = field(default_factory=Counter)
+    legacy_requests: int = 0
+    modern_requests: int = 0
     lookups: Counter[tuple[Status, Action]] = field(default_factory=Counter)
     reuse: Counter[str] = field(default_factory=Counter)
     """Cross-worker reuse seen on this worker, by origin worker."""
@@ -111,6 +119,17 @@ class RequestStats:
     """Events the registry could not record, by reason."""
     local_requests: int = 0
     """Requests on this worker's own sessions (kept apart: it is the hot path)."""
+    forward_failures: Counter[str] = field(default_factory=Counter)
+    """Hops that did not reach a serving owner, by `ForwardFailure`."""
+    served_for: Counter[str] = field(default_factory=Counter)
+    """Forwarded requests this worker served as the owner, by forwarding worker."""
+    hop_refusals: Counter[str] = field(default_factory=Counter)
+    """Requests the internal listener refused, by `Refusal`."""
+
+    @property
+    def requests(self) -> Counter[Era]:
+        """Streamable HTTP requests by protocol era."""
+        return Counter({Era.LEGACY: self.legacy_requests, Era.MODERN: self.modern_requests})
 
     def lookup_counts(self) -> Counter[tuple[Status, Action]]:
         counts = Counter(self.lookups)
@@ -190,10 +209,35 @@ class Telemetry:
             unit="{event}", description="Events waiting in the registry's background queue.",
         )
 
+        meter.create_observable_counter(
+            METRIC_FORWARD_FAILURES, [self._observe_forward_failures], unit="{request}",
+            description="Requests on another worker's session that could not be served by it, by reason.",
+        )
+        meter.create_observable_counter(
+            METRIC_FORWARD_SERVED, [self._observe_served_for], unit="{request}",
+            description="Forwarded requests this worker served as the session's owner, by forwarding worker.",
+        )
+        meter.create_observable_counter(
+            METRIC_FORWARD_REFUSED, [self._observe_refusals], unit="{request}",
+            description="Requests the internal listener refused (not forwarded by a worker of the deployment).",
+        )
+
     # --- observable callbacks: read the integers the request path keeps -----------------------
     def _observe_requests(self, _: CallbackOptions) -> Iterable[Observation]:
-        for era in Era:
-            yield Observation(self.stats.requests[era], {**self._worker_attr, ATTR_ERA: era.value})
+        for era, count in self.stats.requests.items():
+            yield Observation(count, {**self._worker_attr, ATTR_ERA: era.value})
+
+    def _observe_forward_failures(self, _: CallbackOptions) -> Iterable[Observation]:
+        for reason, count in self.stats.forward_failures.items():
+            yield Observation(count, {**self._worker_attr, ATTR_FORWARD_FAILURE: reason})
+
+    def _observe_served_for(self, _: CallbackOptions) -> Iterable[Observation]:
+        for sender, count in self.stats.served_for.items():
+            yield Observation(count, {**self._worker_attr, ATTR_FORWARDED_BY: sender})
+
+    def _observe_refusals(self, _: CallbackOptions) -> Iterable[Observation]:
+        for reason, count in self.stats.hop_refusals.items():
+            yield Observation(count, {**self._worker_attr, ATTR_FORWARD_REFUSAL: reason})
 
     def _observe_lookups(self, _: CallbackOptions) -> Iterable[Observation]:
         for (status, action), count in self.stats.lookup_counts().items():

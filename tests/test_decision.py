@@ -182,7 +182,7 @@ def test_decision_table(
 
 
 def test_action_values_are_the_span_attribute_values() -> None:
-    assert [action.value for action in Action] == ["pass", "strip", "ack_delete", "reject"]
+    assert [action.value for action in Action] == ["pass", "strip", "ack_delete", "reject", "forward"]
 
 
 def test_ownership_does_not_rescue_a_malformed_id() -> None:

@@ -1,0 +1,170 @@
+"""Send a request to the worker that owns its session and stream the answer back (aiohttp client).
+
+One pooled client per worker: keep-alive connections to every peer's internal listener (one
+connector for TCP peers, one per Unix socket). The request body streams to the owner as the
+client sends it (a body that arrived whole goes as one write); the owner's answer streams back
+chunk by chunk, so JSON responses, SSE streams, the standalone GET stream and long tool calls
+with progress notifications all pass unchanged.
+
+Bounds: connecting to the owner takes at most `CONNECT_SECONDS` (a dead worker refuses at once;
+a dead host times out); the owner's response headers must come within the configured forward
+timeout; a streamed body has no bound of its own (an SSE stream may be quiet for long) and
+ends when the client or the owner goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiohttp
+import anyio
+from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
+
+from mcp_registry.continuity.address import Address
+from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
+from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER
+
+logger = logging.getLogger(__name__)
+
+CONNECT_SECONDS: Final = 1.0
+_HOP_BY_HOP: Final = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+    HOP_HEADER, HOP_WORKER_HEADER, OWNER_HEADER, GONE_HEADER,
+})
+_SKIP_AUTO: Final = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
+
+
+class Forwarder:
+    def __init__(self, *, timeout: float) -> None:
+        self.timeout = timeout
+        self._tcp: aiohttp.ClientSession | None = None
+        self._unix: dict[str, aiohttp.ClientSession] = {}
+
+    async def aclose(self) -> None:
+        """Close every pooled connection; errors on close are logged and otherwise ignored."""
+        sessions = [s for s in (self._tcp, *self._unix.values()) if s is not None]
+        self._tcp, self._unix = None, {}
+        for session in sessions:
+            try:
+                await session.close()
+            except (OSError, aiohttp.ClientError):
+                logger.debug("mcp_registry: closing a forwarding connection failed", exc_info=True)
+
+    def _session_for(self, address: Address) -> tuple[aiohttp.ClientSession, str]:
+        if address.path is not None:
+            session = self._unix.get(address.path)
+            if session is None:
+                session = self._unix[address.path] = _client(aiohttp.UnixConnector(path=address.path))
+            return session, "http://owner"
+        if self._tcp is None:
+            self._tcp = _client(aiohttp.TCPConnector(limit=0, ttl_dns_cache=60))
+        return self._tcp, f"http://{address}"
+
+    async def forward(
+        self, address: Address, scope: Scope, receive: Receive, send: Send, hop_headers: list[tuple[bytes, bytes]]
+    ) -> HopResult:
+        """Forward one request to `address`; the answer goes to `send` unless the hop failed before it."""
+        session, origin = self._session_for(address)
+        first = await receive()
+        if first["type"] != "http.request":
+            return HopResult(ForwardFailure.BROKEN, replay=[first])  # the client went away before its body
+        body: bytes | AsyncIterator[bytes]
+        body = first.get("body", b"") if not first.get("more_body", False) else _stream_body(first, receive)
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = URL(origin + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""), encoded=True)
+        # The client's headers travel unchanged (Host and Authorization included), but for hop-by-hop ones
+        # and any hop header a client made up; then this worker's signed hop headers.
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope["headers"]
+            if name.lower() not in _HOP_BY_HOP
+        ]
+        headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in hop_headers)
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(self.timeout):
+                response = await session.request(
+                    scope["method"], url, data=body, headers=headers, skip_auto_headers=_SKIP_AUTO,
+                    allow_redirects=False, auto_decompress=False,
+                )
+        except TimeoutError:
+            return HopResult(ForwardFailure.TIMEOUT)
+        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError):
+            # Nothing reached the owner: the body read so far can still be served here.
+            return HopResult(ForwardFailure.OWNER_GONE, replay=[first] if isinstance(body, bytes) else None)
+        except (aiohttp.ClientError, OSError):
+            return HopResult(ForwardFailure.BROKEN)
+        result = HopResult(headers_seconds=time.perf_counter() - started)
+        async with response:
+            raw_headers = response.raw_headers
+            for name, value in raw_headers:
+                lname = name.lower()
+                if lname == OWNER_HEADER:
+                    result.owner = value.decode("utf-8", "replace")
+                elif lname == GONE_HEADER:
+                    result.failure = ForwardFailure.SESSION_GONE
+            if response.status in (401, 403) and result.owner is None:
+                result.failure = ForwardFailure.REFUSED
+                return result
+            await send({
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(n.lower(), v) for n, v in raw_headers if n.lower() not in _HOP_BY_HOP],
+            })
+            result.response_started = True
+            try:
+                if _is_stream(raw_headers):
+                    await _relay_until_disconnect(response, receive, send)
+                else:
+                    await _relay(response, send)
+            except (aiohttp.ClientError, OSError):
+                result.failure = result.failure or ForwardFailure.BROKEN
+                logger.debug("mcp_registry: a forwarded response broke off", exc_info=True)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return result
+
+
+def _client(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=CONNECT_SECONDS, sock_read=None)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
+async def _stream_body(first: Message, receive: Receive) -> AsyncIterator[bytes]:
+    yield first.get("body", b"")
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+def _is_stream(headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    return any(n.lower() == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+
+
+async def _relay(response: aiohttp.ClientResponse, send: Send) -> None:
+    async for chunk in response.content.iter_any():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _relay_until_disconnect(response: aiohttp.ClientResponse, receive: Receive, send: Send) -> None:
+    """Relay a stream until the owner ends it or the client goes away (then the hop is closed too)."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch_client() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_client)
+        await _relay(response, send)
+        tg.cancel_scope.cancel()

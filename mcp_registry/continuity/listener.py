@@ -1,0 +1,119 @@
+"""This worker's internal listener: it serves requests that other workers forwarded to it.
+
+uvicorn's server machinery (its protocol classes on a socket we bind) runs inside the app's
+lifespan, with no signal handlers and no lifespan of its own. Every request must carry a hop
+that verifies (`hop_auth`): anything else gets 401 (no hop) or 403 (a bad, stale or replayed
+one) and is counted. A verified request is handed to the middleware's `serve_forwarded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from mcp_registry.continuity.address import Address
+from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopVerifier, Refusal
+from mcp_registry.decision import SESSION_HEADER
+from mcp_registry.telemetry import RequestStats
+
+logger = logging.getLogger(__name__)
+
+ServeForwarded = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+GRACEFUL_SECONDS: Final = 10
+"""How long a stopping listener lets forwarded requests and streams finish before it cancels them."""
+
+
+class HopListener:
+    def __init__(self, listen: Address, verifier: HopVerifier, stats: RequestStats, serve: ServeForwarded) -> None:
+        self._listen = listen
+        self._verifier = verifier
+        self._stats = stats
+        self._serve = serve
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self.bound: Address | None = None
+
+    async def start(self) -> Address:
+        """Bind and start serving; returns the address actually bound (the port, when 0 was asked)."""
+        sock = _bind(self._listen)
+        config = uvicorn.Config(
+            self._app, interface="asgi3", lifespan="off", proxy_headers=False, access_log=False, log_config=None,
+            server_header=False, date_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SECONDS, timeout_keep_alive=75,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._server, self._socket = server, sock
+        if self._listen.path is not None:
+            self.bound = Address(None, path=sock.getsockname())
+        else:
+            self.bound = self._listen.with_port(sock.getsockname()[1])
+        return self.bound
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight forwarded requests finish (bounded), close."""
+        server, sock = self._server, self._socket
+        self._server = self._socket = None
+        if server is None or sock is None:
+            return
+        await server.shutdown(sockets=[sock])
+        if self._listen.path is not None and self.bound is not None and self.bound.path:
+            _unlink(self.bound.path)
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        hop = worker = session = None
+        for name, value in scope["headers"]:
+            if name == HOP_HEADER:
+                hop = value
+            elif name == HOP_WORKER_HEADER:
+                worker = value
+            elif name == SESSION_HEADER:
+                session = value
+        verdict = self._verifier.verify(
+            hop, worker, method=scope["method"], path=scope["path"],
+            session_id=(session or b"").decode("latin-1"), now=time.time(),
+        )
+        if isinstance(verdict, Refusal):
+            self._stats.hop_refusals[verdict.value] += 1
+            status = 401 if verdict is Refusal.MISSING else 403
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        scope = dict(scope)
+        scope["headers"] = [(n, v) for n, v in scope["headers"] if n not in (HOP_HEADER, HOP_WORKER_HEADER)]
+        await self._serve(scope, receive, send, verdict)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _bind(address: Address) -> socket.socket:
+    if address.path is not None:
+        path = address.path.replace("{pid}", str(os.getpid()))
+        _unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+    else:
+        assert address.host is not None
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+    sock.setblocking(False)
+    sock.listen(1024)
+    return sock

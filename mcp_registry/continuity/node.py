@@ -1,0 +1,97 @@
+"""This worker's part in session continuity: its route, the ids it seals, its listener and its hops.
+
+`ContinuityNode.running()` (inside the app's lifespan) binds the internal listener and opens
+the forwarding client; from then on every session this worker opens gets a sealed id naming
+it (`sealed_id`), and `owner_of` tells, in process and with no Redis, which worker owns an id.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+from starlette.types import Receive, Scope, Send
+
+from mcp_registry.config import RegistryConfig
+from mcp_registry.continuity.address import Address, parse_advertise, parse_listen, parse_route
+from mcp_registry.continuity.forwarder import Forwarder
+from mcp_registry.continuity.hop import ForwardFailure, HopResult
+from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier
+from mcp_registry.continuity.listener import HopListener, ServeForwarded
+from mcp_registry.continuity.sealed_id import BOOT_BYTES, Route, SessionIdSealer, Shape
+from mcp_registry.telemetry import RequestStats
+
+ROUTE_CACHE_SIZE: Final = 4096
+"""Opened ids remembered (a hop's id is verified once, not on every request of its session)."""
+
+
+class ContinuityNode:
+    def __init__(self, config: RegistryConfig, stats: RequestStats) -> None:
+        assert config.hash_key is not None  # RegistryConfig requires it for continuity
+        self.config = config
+        self.boot = secrets.token_bytes(BOOT_BYTES)
+        self.sealer = SessionIdSealer(config.hash_key)
+        self._signer = HopSigner(config.hash_key, boot=self.boot, worker_id=config.worker_id)
+        self._verifier = HopVerifier(config.hash_key)
+        self._stats = stats
+        self._listen = parse_listen(config.forward_listen)
+        self._advertise = parse_advertise(config.forward_advertise) if config.forward_advertise else None
+        self._forwarder = Forwarder(timeout=config.forward_timeout)
+        self._routes: dict[str, Route | Shape] = {}
+        self._listener: HopListener | None = None
+        self.route: Route | None = None
+        """This worker's own route, once its listener is bound."""
+
+    @asynccontextmanager
+    async def running(self, serve: ServeForwarded) -> AsyncIterator[None]:
+        self._listener = HopListener(self._listen, self._verifier, self._stats, serve)
+        bound = await self._listener.start()
+        self.route = Route(str(self._advertised(bound)), self.boot)
+        try:
+            yield
+        finally:
+            await self.drain()
+            await self._forwarder.aclose()
+
+    async def drain(self) -> None:
+        """Stop taking hops; forwarded requests and streams in flight finish (within the listener's bound)."""
+        self.route = None  # sessions opened from now on are not sealed: nobody would serve their hops
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
+
+    def _advertised(self, bound: Address) -> Address:
+        if self._advertise is None:
+            return bound
+        if self._advertise.path is None and self._advertise.port == 0:
+            return self._advertise.with_port(bound.port)
+        return self._advertise
+
+    def seal(self, sdk_id: str) -> str:
+        """The id a new session gets: the SDK's id, sealed with this worker's route (unsealed if not listening)."""
+        if self.route is None:
+            return sdk_id
+        return self.sealer.seal(sdk_id, self.route, self.config.route_label)
+
+    def owner_of(self, session_id: str) -> Route | Shape:
+        """The route sealed into `session_id`, or why there is none. Cached: hops repeat their ids."""
+        found = self._routes.get(session_id)
+        if found is None:
+            found = self.sealer.open(session_id)
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[session_id] = found
+        return found
+
+    def is_mine(self, route: Route) -> bool:
+        return route.boot == self.boot
+
+    async def forward(self, route: Route, session_id: str, scope: Scope, receive: Receive, send: Send) -> HopResult:
+        address = parse_route(route.address)
+        if address is None:  # pragma: no cover - sealed by a worker that validated its own address
+            return HopResult(ForwardFailure.OWNER_GONE)
+        hop = self._signer.headers(method=scope["method"], path=scope["path"], session_id=session_id, now=time.time())
+        return await self._forwarder.forward(address, scope, receive, send, hop)
