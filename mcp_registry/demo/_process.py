@@ -143,7 +143,7 @@ def log_tail(log_path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def uvicorn_bound(log_path: Path, port: int) -> bool:
+def uvicorn_bound(log_path: Path, port: int, host: str = "127.0.0.1") -> bool:
     """Whether the uvicorn child logging to `log_path` says it listens on `port`.
 
     Asked before any health probe: other tests or demos on this machine run servers too, and
@@ -151,7 +151,7 @@ def uvicorn_bound(log_path: Path, port: int) -> bool:
     at `info` or lower, its default.)
     """
     try:
-        return f"running on http://127.0.0.1:{port} " in log_path.read_text(errors="replace")
+        return f"running on http://{host}:{port} " in log_path.read_text(errors="replace")
     except OSError:
         return False
 

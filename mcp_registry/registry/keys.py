@@ -18,7 +18,8 @@ minute. A session key and its tombstone share the hash tag `{H}`.
 Per-minute counter fields (all integers, `|`-separated, labels sanitised by `label`):
 `created|W`, `ended|W|reason`, `client|name|version`, `lookup|status|action`,
 `reuse|origin|serving`, `requests|era`, `life|le` (lifetime histogram, `le` from
-`LIFETIME_BUCKETS` or `inf`), `life_count`, `life_sum_ms`, `dropped|W|reason`.
+`LIFETIME_BUCKETS` or `inf`), `life_count`, `life_sum_ms`, `dropped|W|reason`,
+`forward_failed|W|reason` (continuity's hops that no owner served, by `ForwardFailure`).
 """
 
 from __future__ import annotations
@@ -131,3 +132,7 @@ F_LIFE_SUM_MS: Final = "life_sum_ms"
 
 def f_dropped(worker: str, reason: str) -> str:
     return f"dropped|{worker}|{reason}"
+
+
+def f_forward_failed(worker: str, reason: str) -> str:
+    return f"forward_failed|{worker}|{reason}"

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
+from mcp_registry.continuity.hop import ForwardFailure
 from mcp_registry.decision import Action
 from mcp_registry.registry.keys import (
     F_LIFE_COUNT,
@@ -135,6 +136,8 @@ class AuditReport:
     legacy_requests: int
     modern_requests: int
     dropped: tuple[Dropped, ...]
+    forward_failures: tuple[Dropped, ...]
+    """Continuity's hops that no owner served, by serving worker and `ForwardFailure` reason."""
     timeline: tuple[MinuteStats, ...]
     has_data: bool
     """False when the window holds no counter and no worker: nothing was recorded."""
@@ -156,6 +159,14 @@ class AuditReport:
         counts = dict.fromkeys((a.value for a in Action), 0)
         for entry in self.lookups:
             counts[entry.action] = counts.get(entry.action, 0) + entry.count
+        return counts
+
+    @property
+    def forward_failures_by_reason(self) -> dict[str, int]:
+        """Every `ForwardFailure` reason (zero when unseen), then any unknown one the registry holds."""
+        counts = dict.fromkeys((f.value for f in ForwardFailure), 0)
+        for row in self.forward_failures:
+            counts[row.reason] = counts.get(row.reason, 0) + row.count
         return counts
 
     @property
@@ -195,6 +206,13 @@ class AuditReport:
                 "legacy": self.legacy_requests,
                 "modern": self.modern_requests,
                 "legacy_share": self.legacy_share,
+            },
+            "forwarding": {
+                "forwarded": self.lookups_by_action[Action.FORWARD.value],
+                "served": sum(e.count for e in self.lookups if e.action == Action.FORWARD.value
+                              and e.status == Status.CROSS_WORKER.value),
+                "failed": sum(f.count for f in self.forward_failures),
+                "failed_by_reason": self.forward_failures_by_reason,
             },
             "dropped_events": {
                 "total": sum(d.count for d in self.dropped),
@@ -286,6 +304,7 @@ class _Counters:
         self.life_count = 0
         self.life_sum_ms = 0
         self.dropped: Counter[tuple[str, str]] = Counter()
+        self.forward_failed: Counter[tuple[str, str]] = Counter()
         self.timeline_created: Counter[int] = Counter()
         self.timeline_ended: Counter[int] = Counter()
         self.timeline_reuse: Counter[int] = Counter()
@@ -321,6 +340,8 @@ class _Counters:
                     self.life_sum_ms += value
                 case ["dropped", worker, reason]:
                     self.dropped[(worker, reason)] += value
+                case ["forward_failed", worker, reason]:
+                    self.forward_failed[(worker, reason)] += value
                 case _:
                     pass  # a field this reader does not know (a newer writer): ignored
 
@@ -345,7 +366,7 @@ class _Counters:
             issued[origin] += n
             served[serving] += n
         seen = set(heartbeats) | set(self.created) | set(ended_by_worker) | set(issued) | set(served)
-        seen |= {worker for worker, _ in self.dropped}
+        seen |= {worker for worker, _ in self.dropped} | {worker for worker, _ in self.forward_failed}
         workers = tuple(
             WorkerStats(
                 worker=w,
@@ -375,6 +396,7 @@ class _Counters:
             legacy_requests=self.eras[Era.LEGACY.value],
             modern_requests=self.eras[Era.MODERN.value],
             dropped=tuple(Dropped(w, r, n) for (w, r), n in sorted(self.dropped.items()) if n),
+            forward_failures=tuple(Dropped(w, r, n) for (w, r), n in sorted(self.forward_failed.items()) if n),
             timeline=tuple(
                 MinuteStats(
                     minute=m * 60,

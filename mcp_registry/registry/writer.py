@@ -390,6 +390,8 @@ class RegistryWriter:
             fields[keys.f_reuse(origin, self._worker)] = count
         for reason, count in self._stats.dropped.items():
             fields[keys.f_dropped(self._worker, reason)] = count
+        for reason, count in self._stats.forward_failures.items():
+            fields[keys.f_forward_failed(self._worker, reason)] = count
         return fields
 
     async def _refresh(self, redis: Redis, *, final: bool) -> None:
