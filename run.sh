@@ -28,6 +28,9 @@ ensure_servers() {
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v wrk >/dev/null || need+=(wrk)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+  command -v npm >/dev/null || need+=(nodejs npm)
+  ensure_ts_client
   [ ${#need[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} (Debian packages) for the integration tests" >&2
@@ -35,8 +38,18 @@ ensure_servers() {
     # Debian starts packaged services; the tests start their own on free ports.
     service redis-server stop >/dev/null 2>&1 || true
     service prometheus stop >/dev/null 2>&1 || true
+    service nginx stop >/dev/null 2>&1 || true
+    ensure_ts_client
   else
     echo "note: ${need[*]} missing: the integration tests that need them will skip" >&2
+  fi
+}
+
+# The official TypeScript MCP client the continuity tests drive (pinned by its package-lock.json).
+ensure_ts_client() {
+  local dir=tests/clients/ts
+  if command -v npm >/dev/null && [ ! -d "$dir/node_modules/@modelcontextprotocol/sdk" ]; then
+    npm ci --prefix "$dir" --no-audit --no-fund --silent || echo "note: npm ci in $dir failed" >&2
   fi
 }
 

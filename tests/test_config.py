@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_registry import ConfigError, RegistryConfig, StalePolicy
+from mcp_registry.config import Continuity
 
 BOOL_VARIABLES = {
     "MCP_SESSION_REGISTRY": "enabled",
@@ -417,3 +418,60 @@ def test_session_ttl_covers_three_intervals_in_whole_seconds(refresh_seconds: fl
     assert isinstance(ttl, int)
     assert ttl >= 3 * refresh_seconds
     assert ttl < 3 * refresh_seconds + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Continuity
+# --------------------------------------------------------------------------------------------
+CONTINUITY_ENV = {"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": KEY_16}
+
+
+def test_continuity_is_off_by_default() -> None:
+    config = RegistryConfig.from_env({})
+
+    assert config.continuity is Continuity.OFF
+    assert config.forward_listen == "127.0.0.1:0"
+    assert config.forward_advertise is None
+    assert config.route_label is None
+
+
+def test_continuity_variables_are_read() -> None:
+    config = RegistryConfig.from_env({
+        **CONTINUITY_ENV,
+        "MCP_SESSION_FORWARD_LISTEN": "0.0.0.0:0",
+        "MCP_SESSION_FORWARD_ADVERTISE": "10.0.0.5",
+        "MCP_SESSION_FORWARD_TIMEOUT": "12.5",
+        "MCP_SESSION_ROUTE_LABEL": "host-a",
+    })
+
+    assert config.continuity is Continuity.FORWARD
+    assert (config.forward_listen, config.forward_advertise) == ("0.0.0.0:0", "10.0.0.5")
+    assert config.forward_timeout == 12.5
+    assert config.route_label == "host-a"
+
+
+@pytest.mark.parametrize(("spelling", "expected"), [("FORWARD", Continuity.FORWARD), (" off ", Continuity.OFF),
+                                                    ("", Continuity.OFF)])
+def test_continuity_spellings(spelling: str, expected: Continuity) -> None:
+    assert RegistryConfig.from_env({**CONTINUITY_ENV, "MCP_SESSION_CONTINUITY": spelling}).continuity is expected
+
+
+def test_a_bad_continuity_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=names("MCP_SESSION_CONTINUITY")):
+        RegistryConfig.from_env({"MCP_SESSION_CONTINUITY": "sticky"})
+
+
+def test_forwarding_without_the_shared_key_fails_naming_the_key_variable() -> None:
+    with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_HASH_KEY")):
+        RegistryConfig.from_env({"MCP_SESSION_CONTINUITY": "forward"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MCP_SESSION_FORWARD_LISTEN", "nowhere"), ("MCP_SESSION_FORWARD_ADVERTISE", "a:b:c"),
+     ("MCP_SESSION_FORWARD_TIMEOUT", "0"), ("MCP_SESSION_FORWARD_TIMEOUT", "soon"),
+     ("MCP_SESSION_ROUTE_LABEL", "has.dot"), ("MCP_SESSION_ROUTE_LABEL", "x" * 17)],
+)
+def test_a_bad_continuity_setting_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=names(variable)):
+        RegistryConfig.from_env({**CONTINUITY_ENV, variable: value})

@@ -181,6 +181,39 @@ def test_decision_table(
     assert action == Action(expected)
 
 
+# --------------------------------------------------------------------------------------------
+# Continuity: a valid id whose sealed route names another live worker
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("request_kind", list(METHODS))
+@pytest.mark.parametrize("manager", ["stateless", "stateful"])
+@pytest.mark.parametrize("policy", ["spec", "strip"])
+def test_an_id_owned_elsewhere_is_forwarded_whatever_the_method_and_without_the_body(
+    request_kind: str, manager: str, policy: str
+) -> None:
+    method, _ = METHODS[request_kind]
+    request = Request(
+        method=method,
+        header=read_session_header(ID_STATES["stale"][0]),
+        owned=False,
+        stateless=manager == "stateless",
+        policy=StalePolicy(policy),
+        owner_elsewhere=True,
+    )
+
+    assert needs_body(request) is False
+    assert decide(request, is_initialize=True) == decide(request, is_initialize=False) == Action.FORWARD
+
+
+@pytest.mark.parametrize("id_state", ["absent", "owned"])
+def test_a_request_this_worker_serves_itself_is_never_forwarded(id_state: str) -> None:
+    raw_headers, owned = ID_STATES[id_state]
+    request = Request(
+        method="POST", header=read_session_header(raw_headers), owned=owned, stateless=False, owner_elsewhere=True
+    )
+
+    assert decide(request) is Action.PASS
+
+
 def test_action_values_are_the_span_attribute_values() -> None:
     assert [action.value for action in Action] == ["pass", "strip", "ack_delete", "reject", "forward"]
 

@@ -1,0 +1,239 @@
+"""Forwarding in process: two wrapped SDK apps with real internal listeners on loopback.
+
+What an operator sees of a hop (spans and metrics) and what a client gets when the owner is
+there, gone, or the id was forged — with the in-memory OpenTelemetry exporter and reader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+from mcp.server.mcpserver import MCPServer
+
+from mcp_registry import RegistryConfig, SessionRegistryMiddleware
+from mcp_registry.config import Continuity
+from mcp_registry.telemetry import (
+    ATTR_ACTION,
+    ATTR_END_REASON,
+    ATTR_FORWARD_FAILURE,
+    ATTR_HOP_SECONDS,
+    ATTR_LEGITIMATE,
+    ATTR_ORIGIN_WORKER,
+    ATTR_STATUS,
+    ATTR_WORKER_ID,
+    METRIC_FORWARD_FAILURES,
+    METRIC_FORWARD_REFUSED,
+    METRIC_FORWARD_SERVED,
+    METRIC_LOOKUPS,
+    METRIC_REUSE,
+)
+from mcp_registry.testing import (
+    CapturedTelemetry,
+    capture_telemetry,
+    initialize_request,
+    lifespan,
+    session_headers,
+    tool_call,
+)
+
+KEY = b"forwarding-test-key-0123456789ab"
+
+
+class Worker:
+    def __init__(self, name: str, **config: Any) -> None:
+        server = MCPServer(f"forwarding-{name}")
+        calls: dict[str, int] = {}
+
+        @server.tool()
+        def whoami() -> str:
+            return name
+
+        @server.tool()
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        self.name = name
+        self.calls = calls
+        self.telemetry: CapturedTelemetry = capture_telemetry()
+        self.app = SessionRegistryMiddleware(
+            server.streamable_http_app(json_response=True),
+            session_manager=server.session_manager,
+            config=RegistryConfig(
+                worker_id=name, hash_key=KEY, continuity=Continuity.FORWARD, forward_listen="127.0.0.1:0", **config
+            ),
+            tracer_provider=self.telemetry.tracer_provider,
+            meter_provider=self.telemetry.meter_provider,
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[httpx.AsyncClient]:
+        async with lifespan(self.app):
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=10) as client:
+                yield client
+
+
+async def open_session(client: httpx.AsyncClient) -> str:
+    response = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+    assert response.status_code == 200
+    return response.headers["mcp-session-id"]
+
+
+async def whoami(client: httpx.AsyncClient, session_id: str) -> httpx.Response:
+    return await client.post("/mcp", json=tool_call("whoami", {}), headers=session_headers(session_id))
+
+
+Pair = tuple[Worker, httpx.AsyncClient, Worker, httpx.AsyncClient]
+
+
+@asynccontextmanager
+async def running_pair() -> AsyncIterator[Pair]:
+    """Two workers, their lifespans running (entered and left in the test's own task)."""
+    a, b = Worker("worker-a"), Worker("worker-b")
+    async with AsyncExitStack() as stack:
+        client_a = await stack.enter_async_context(a.running())
+        client_b = await stack.enter_async_context(b.running())
+        yield a, client_a, b, client_b
+
+
+async def test_a_request_on_another_worker_s_session_is_served_by_its_owner() -> None:
+    async with running_pair() as (a, client_a, b, client_b):
+        session_id = await open_session(client_a)
+
+        response = await whoami(client_b, session_id)
+
+        assert response.status_code == 200
+        assert response.json()["result"]["content"][0]["text"] == "worker-a"
+        assert response.headers["mcp-session-id"] == session_id
+        assert not any(name.startswith("mcp-registry") for name in response.headers), "internal headers stay inside"
+        [span] = b.telemetry.spans()
+        attrs = dict(span.attributes or {})
+        assert attrs[ATTR_ACTION] == "forward"
+        assert attrs[ATTR_STATUS] == "cross_worker"
+        assert attrs[ATTR_LEGITIMATE] is True
+        assert attrs[ATTR_ORIGIN_WORKER] == "worker-a"
+        assert attrs[ATTR_WORKER_ID] == "worker-b"
+        assert 0 < float(attrs[ATTR_HOP_SECONDS]) < 5  # type: ignore[arg-type]
+        assert b.telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__action="forward") == 1
+        assert b.telemetry.metric_total(METRIC_REUSE, mcp_registry__session__origin_worker="worker-a") == 1
+        assert a.telemetry.metric_total(METRIC_FORWARD_SERVED, mcp_registry__forward__from_worker="worker-b") == 1
+        assert a.telemetry.spans() == [], "the owner serves it as its own session: no span of ours there"
+
+
+async def test_an_own_session_request_makes_no_span_with_continuity_on() -> None:
+    async with running_pair() as (a, client_a, _, _):
+        session_id = await open_session(client_a)
+
+        assert (await whoami(client_a, session_id)).status_code == 200
+        assert a.telemetry.spans() == []
+
+
+async def test_a_forged_id_is_fabricated_in_process_and_never_forwarded() -> None:
+    async with running_pair() as (a, client_a, b, client_b):
+        sdk_id, label, sealed = (await open_session(client_a)).split(".")
+        tail = "BBBB" if sealed.endswith("AAAA") else "AAAA"
+        forged = f"{sdk_id}.{label}.{sealed[:-4]}{tail}"
+
+        response = await whoami(client_b, forged)
+
+        assert response.status_code == 404
+        [span] = b.telemetry.spans()
+        assert dict(span.attributes or {})[ATTR_STATUS] == "fabricated"
+        assert dict(span.attributes or {})[ATTR_LEGITIMATE] is False
+        assert a.telemetry.metric_total(METRIC_FORWARD_SERVED) == 0
+
+
+async def test_an_id_this_worker_issued_and_no_longer_holds_is_expired_in_process() -> None:
+    async with running_pair() as (a, client_a, _, _):
+        session_id = await open_session(client_a)
+        assert (await client_a.delete("/mcp", headers=session_headers(session_id))).status_code == 200
+
+        response = await whoami(client_a, session_id)
+
+        assert response.status_code == 404
+        [span] = a.telemetry.spans()
+        assert dict(span.attributes or {})[ATTR_STATUS] == "expired"
+
+
+async def test_a_delete_on_another_worker_ends_the_session_at_its_owner() -> None:
+    async with running_pair() as (a, client_a, _, client_b):
+        session_id = await open_session(client_a)
+
+        deleted = await client_b.delete("/mcp", headers=session_headers(session_id))
+
+        assert deleted.status_code == 200
+        assert (await whoami(client_a, session_id)).status_code == 404
+        assert len(a.app.runtime.book) == 0
+
+
+async def test_when_the_owner_is_gone_the_answer_is_a_prompt_404_and_says_worker_lost() -> None:
+    a, b = Worker("worker-a"), Worker("worker-b")
+    async with b.running() as client_b:
+        async with a.running() as client_a:
+            session_id = await open_session(client_a)
+        # worker-a stopped: its listener is closed
+
+        started = time.monotonic()
+        response = await whoami(client_b, session_id)
+        elapsed = time.monotonic() - started
+        deleted = await client_b.delete("/mcp", headers=session_headers(session_id))
+
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Session not found"
+    assert elapsed < 1.0
+    assert deleted.status_code == 200, "a DELETE of a session whose owner is gone: it is gone, as asked"
+    first = dict(b.telemetry.spans()[0].attributes or {})
+    assert first[ATTR_STATUS] == "expired"
+    assert first[ATTR_END_REASON] == "worker_lost"
+    assert first[ATTR_FORWARD_FAILURE] == "owner_gone"
+    assert first[ATTR_ACTION] == "reject"
+    assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="owner_gone") == 2
+
+
+async def test_the_internal_listener_counts_what_it_refuses() -> None:
+    async with running_pair() as (a, client_a, _, _):
+        session_id = await open_session(client_a)
+        assert a.app.continuity is not None
+        assert a.app.continuity.route is not None
+        internal = f"http://{a.app.continuity.route.address}/mcp"
+
+        async with httpx.AsyncClient(timeout=5) as direct:
+            body = tool_call("add", {"a": 1, "b": 2})
+            plain = await direct.post(internal, json=body, headers=session_headers(session_id))
+            hop = {"mcp-registry-hop": "v1.00.1.1.x", "mcp-registry-hop-worker": "x"}
+            forged = await direct.post(internal, json=body, headers={**session_headers(session_id), **hop})
+
+        assert (plain.status_code, forged.status_code) == (401, 403)
+        assert a.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="missing") == 1
+        assert a.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="bad_tag") == 1
+
+
+async def test_with_continuity_off_ids_are_the_sdk_s_own() -> None:
+    server = MCPServer("off")
+    app = SessionRegistryMiddleware(
+        server.streamable_http_app(json_response=True), session_manager=server.session_manager,
+        config=RegistryConfig(worker_id="w", hash_key=KEY),
+    )
+    async with lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+            session_id = await open_session(client)
+
+    assert len(session_id) == 32
+    assert int(session_id, 16) >= 0
+    assert app.continuity is None
+
+
+async def test_a_session_opened_before_the_listener_runs_keeps_the_sdk_s_id() -> None:
+    worker = Worker("worker-a")
+    assert worker.app.continuity is not None
+
+    assert worker.app.continuity.seal("0123456789abcdef0123456789abcdef") == "0123456789abcdef0123456789abcdef"
+    with anyio.fail_after(5):
+        async with worker.running() as client:
+            assert (await open_session(client)).count(".") == 2
