@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import report, scale, sidebyside
+from bench import continuity, report, scale, sidebyside
 from bench.procs import BenchError, RedisServer, require_binary, set_niceness
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -27,7 +27,7 @@ QUICK = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("part", nargs="?", choices=("all", "side-by-side", "scale"), default="all")
+    parser.add_argument("part", nargs="?", choices=("all", "side-by-side", "continuity", "scale"), default="all")
     parser.add_argument("--quick", action="store_true", help="a tiny configuration that runs in seconds (smoke test)")
     parser.add_argument("--seconds", type=int, default=5, help="length of one measured window")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up per server and scenario, seconds")
@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "whatever else the machine runs)")
     parser.add_argument("--no-control", action="store_true",
                         help="leave out the A/A control (a second bare server, measured like the others)")
-    parser.add_argument("--no-gc-freeze", action="store_true", help="do not gc.freeze() after start-up")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.collect(); gc.freeze() after start-up in every app (a tuned app; default: as users "
+                             "write them)")
+    parser.add_argument("--no-tracer", action="store_true",
+                        help="leave out the OpenTelemetry SDK TracerProvider the apps install by default")
     parser.add_argument("--scale-sizes", default="100000,1000000", help="live sessions to simulate, comma-separated")
     parser.add_argument("--per-worker", type=int, default=10_000, help="sessions per simulated worker")
     parser.add_argument("--audit-runs", type=int, default=3, help="timed audit runs per size")
@@ -76,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir = Path(tmp)
             if args.part in ("all", "side-by-side"):
                 _side_by_side(args, workdir, command, progress)
+            if args.part in ("all", "continuity"):
+                require_binary("wrk")
+                hop_settings = continuity.Settings(
+                    seconds=args.seconds, warmup_seconds=args.warmup, reps=args.reps,
+                    connections=args.connections, workdir=workdir, gc_freeze=args.gc_freeze,
+                    quiet_wait=0.0 if args.quick else 3.0,
+                )
+                hop_result = continuity.run(hop_settings, progress)
+                report.write_section(args.readme, "continuity", report.continuity(hop_result, command))
             if args.part in ("all", "scale"):
                 settings = scale.ScaleSettings(
                     sizes=tuple(int(x) for x in args.scale_sizes.split(",")),
@@ -101,7 +114,8 @@ def _side_by_side(args: argparse.Namespace, workdir: Path, command: str, progres
         connections=args.connections,
         rss_sessions=args.rss_sessions,
         refresh_seconds=args.refresh_seconds,
-        gc_freeze=not args.no_gc_freeze,
+        gc_freeze=args.gc_freeze,
+        tracer=not args.no_tracer,
         workdir=workdir,
         quiet_cores=args.quiet_cores,
         quiet_wait=0.0 if args.quick else 3.0,

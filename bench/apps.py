@@ -5,11 +5,14 @@
   on or off per the `MCP_SESSION_*` environment (`config=None` reads it).
 - `bench.apps:bare_stateless`, `bench.apps:wrapped_stateless` — the same with `stateless_http=True`.
 
-All of them carry the demo's tools (`add`, `echo`, `whoami`) and get the same treatment so that
-the comparison is fair: SDK logging at WARNING (the SDK logs every new session at INFO through
-Rich, with its raw id), and `gc.collect(); gc.freeze()` once start-up is complete (Python's full
-GC passes over the start-up heap otherwise dominate p99; set `BENCH_GC_FREEZE=0` to skip it).
-Each app is built on first access, so a worker builds only the one it serves.
+All of them carry the demo's tools and are served as users write them: SDK logging at WARNING
+(the SDK logs every new session at INFO through Rich, with its raw id), the default garbage
+collector, and an OpenTelemetry SDK `TracerProvider` installed with no span processor (what an
+application that configured tracing has; `BENCH_TRACER=0` leaves the no-op API in place).
+`BENCH_GC_FREEZE=1` runs `gc.collect(); gc.freeze()` once start-up is complete (a tuned app:
+Python's full GC passes over the start-up heap then no longer set p99). The wrapped apps read
+every `MCP_SESSION_*` variable (registry, continuity). Each app is built on first access, so a
+worker builds only the one it serves.
 """
 
 from __future__ import annotations
@@ -45,19 +48,29 @@ class FreezeHeapAfterStartup:
         await self.app(scope, receive, send_after_freezing)
 
 
+def _install_tracer_provider() -> None:
+    if os.environ.get("BENCH_TRACER", "1") == "0":
+        return
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+
+
 def _server() -> MCPServer:
     return demo_server(f"{socket.gethostname()}:{os.getpid()}", name="mcp-registry-bench")
 
 
 def build(*, wrapped: bool, stateless: bool) -> ASGIApp:
     """One benchmark app: the SDK's Streamable HTTP app (JSON responses), optionally wrapped."""
+    _install_tracer_provider()
     server = _server()
     app: ASGIApp = server.streamable_http_app(json_response=True, stateless_http=stateless)
     if wrapped:
         from mcp_registry import SessionRegistryMiddleware
 
         app = SessionRegistryMiddleware(app, session_manager=server.session_manager)
-    return FreezeHeapAfterStartup(app, enabled=os.environ.get("BENCH_GC_FREEZE", "1") != "0")
+    return FreezeHeapAfterStartup(app, enabled=os.environ.get("BENCH_GC_FREEZE", "0") == "1")
 
 
 _VARIANTS = {

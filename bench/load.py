@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 from collections.abc import Sequence
@@ -13,7 +14,9 @@ from typing import Final
 from bench.procs import BenchError, pinned, require_binary
 
 SCRIPT: Final = Path(__file__).resolve().parent / "wrk" / "mcp.lua"
-MODES: Final = ("stateful", "stateless", "modern", "stale")
+MODES: Final = ("stateful", "stateless", "modern", "stale", "session")
+SCENARIO_MODES: Final = ("stateful", "stateless", "modern", "stale")
+"""The modes a side-by-side scenario can use (`session` needs sessions opened beforehand)."""
 _MARK: Final = "BENCH_RESULT "
 
 
@@ -46,8 +49,12 @@ class WrkResult:
         return self.wrk_cpu_seconds / self.seconds if self.seconds else 0.0
 
 
-def run_wrk(url: str, mode: str, *, seconds: int, connections: int, cpus: Sequence[int] | None) -> WrkResult:
-    """One bounded wrk run: `connections` connections, one per wrk thread (see mcp.lua)."""
+def run_wrk(url: str, mode: str, *, seconds: int, connections: int, cpus: Sequence[int] | None,
+            session_ids: Sequence[str] = ()) -> WrkResult:
+    """One bounded wrk run: `connections` connections, one per wrk thread (see mcp.lua).
+
+    `session_ids` are the sessions of the `session` mode, one per connection.
+    """
     if seconds < 1:
         raise ValueError("wrk runs for whole seconds, at least one")
     if mode not in MODES:
@@ -58,7 +65,10 @@ def run_wrk(url: str, mode: str, *, seconds: int, connections: int, cpus: Sequen
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        done = subprocess.run(pinned(command, cpus), capture_output=True, text=True, timeout=seconds + 30, check=False)
+        env = {**os.environ, "BENCH_SESSION_IDS": ",".join(session_ids)}
+        done = subprocess.run(
+            pinned(command, cpus), capture_output=True, text=True, timeout=seconds + 30, check=False, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"wrk did not finish within {seconds + 30}s") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

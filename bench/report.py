@@ -14,9 +14,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
+from bench import continuity as hops
 from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
-from bench.sidebyside import BARE, CONTROL, OFF, ON, SideBySide, Summary
+from bench.sidebyside import BARE, CONTINUITY, CONTROL, OFF, ON, SideBySide, Summary
 
 PACKAGES: Final = ("mcp", "mcp-registry", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
 MODE_LABELS: Final = {
@@ -25,9 +26,14 @@ MODE_LABELS: Final = {
     "modern": "2026-07-28 `tools/call` (no session)",
     "stale": "legacy `tools/call` with a stale id (a hop): 404",
 }
-TARGET_ON_THROUGHPUT: Final = 0.97
-TARGET_ON_P99: Final = 1.10
-TARGET_OFF_THROUGHPUT: Final = 0.99
+TARGET_THROUGHPUT: Final = 0.99
+"""Wrapped (registry off, on, continuity on) vs the bare SDK, own sessions."""
+TARGET_P99: Final = 1.05
+TARGET_CPU: Final = 1.01
+TARGET_CONTINUITY_VS_OFF: Final = 0.99
+TARGET_HOP_CPU: Final = 1.5
+"""CPU of a hopped request (forwarder + owner) vs the same request sent to its owner."""
+TARGET_HOP_P50_MS: Final = 1.0
 TARGET_REDIS_PER_REQUEST: Final = 0.01
 TARGET_RSS: Final = 1.05
 TARGET_BYTES_PER_SESSION: Final = 200
@@ -98,9 +104,10 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
         f"interleaved (each repetition starts one variant later); wrk with {s.connections} connections, "
         "one per thread; "
         f"CPU pinning: {pinning}; servers, wrk and redis-server run at niceness {niceness()}",
-        f"- all three apps: SDK logging at WARNING, `gc.collect(); gc.freeze()` after start-up "
-        f"({'on' if s.gc_freeze else 'off'}); registry on: redis-server on loopback, refresh every "
-        f"{s.refresh_seconds:g} s (the default is 60 s: this is the pessimistic side)",
+        f"- every app: SDK logging at WARNING; garbage collector {_gc_text(s.gc_freeze)}; "
+        f"{'an OpenTelemetry SDK `TracerProvider` with no processor' if s.tracer else 'the no-op OpenTelemetry API'}; "
+        f"registry on: redis-server on loopback, refresh every {s.refresh_seconds:g} s (the default is 60 s: "
+        "this is the pessimistic side); continuity on: `MCP_SESSION_CONTINUITY=forward`, registry off",
         f"- wrk used at most {max(x.wrk_core_share for x in summaries):.0%} of one core; other processes on "
         f"the machine used up to {max(x.foreign_cores for x in summaries):.2f} cores during a kept window "
         f"(a group of A/B/C windows is measured again when they use more than {s.quiet_cores:g} cores: "
@@ -152,6 +159,48 @@ def side_by_side(result: SideBySide, summaries: list[Summary], command: str) -> 
     return "\n".join(lines)
 
 
+def continuity(result: hops.ContinuityResult, command: str) -> str:
+    s = result.settings
+    control_cpu = result.paired(hops.CONTROL, lambda w: w.cpu_us_per_request)
+    targets: list[tuple[str, str, bool | None]] = []
+    for variant, name in ((hops.HOPPED, "Unix socket"), (hops.HOPPED_TCP, "TCP")):
+        cpu = result.paired(variant, lambda w: w.cpu_us_per_request)
+        added = result.added_p50_ms(variant)
+        targets += [
+            (f"CPU per request hopped over {name} (forwarder + owner) ≤ {TARGET_HOP_CPU}× one sent to its owner",
+             f"{statistics.median(cpu):.3f} ({min(cpu):.2f}–{max(cpu):.2f}); A/A {statistics.median(control_cpu):.3f}",
+             statistics.median(cpu) <= TARGET_HOP_CPU),
+            (f"latency a hop over {name} adds at p50 ≤ {TARGET_HOP_P50_MS:g} ms ({s.connections} connections)",
+             f"{statistics.median(added):.3f} ms ({min(added):.3f}–{max(added):.3f})",
+             statistics.median(added) <= TARGET_HOP_P50_MS),
+        ]
+    lines = [
+        "Command: `" + command + "`",
+        "",
+        *(f"- {item}" for item in machine()),
+        f"- three one-worker servers of `bench.apps:wrapped` with `MCP_SESSION_CONTINUITY=forward` (registry "
+        f"off): two owners (internal listener on the default Unix socket / on TCP loopback) and the front worker; "
+        f"{s.connections} sessions opened on each owner, one per wrk connection; windows of {s.seconds:g} s "
+        f"after a {s.warmup_seconds:g} s warm-up, {s.reps} repetitions interleaved (each starts one variant "
+        f"later); garbage collector {_gc_text(s.gc_freeze)}; nothing pinned (both workers and wrk share the two "
+        f"cores); niceness {niceness()}",
+        "",
+        "Ratios are this traffic / *pinned* in the same repetition: the median and (min–max). CPU counts every "
+        "worker, so a hopped request pays for the forwarder and the owner.",
+        "",
+        *hops.table(result),
+        "",
+        *_targets_table(targets),
+    ]
+    return "\n".join(lines)
+
+
+def _gc_text(frozen: bool) -> str:
+    if frozen:
+        return "frozen after start-up (`gc.collect(); gc.freeze()`, a tuned app)"
+    return "as Python sets it (no `gc.freeze()`: apps as users write them)"
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -159,30 +208,39 @@ def _verdict(ok: bool) -> str:
 def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[str]:
     rows: list[tuple[str, str, bool | None]] = []
     stateful = [x for x in summaries if x.scenario.mode == "stateful"]
-    on = [x for x in stateful if x.variant == ON]
-    off = [x for x in stateful if x.variant == OFF]
 
     def each(items: list[Summary], text: str) -> str:
         return "; ".join(f"{x.scenario.workers} worker{'s' * (x.scenario.workers > 1)}: {text.format(x=x)}"
                          for x in items)
 
+    for variant in (OFF, ON, CONTINUITY):
+        items = [x for x in stateful if x.variant == variant]
+        if not items:
+            continue
+        rows.append((f"{variant.label}, stateful own sessions: throughput ≥ {TARGET_THROUGHPUT}× bare",
+                     each(items, "{x.throughput_ratio[0]:.3f}"),
+                     all(x.throughput_ratio[0] >= TARGET_THROUGHPUT for x in items)))
+        rows.append((f"{variant.label}, stateful own sessions: p99 ≤ {TARGET_P99}× bare (median)",
+                     each(items, "{x.p99_ratio[0]:.3f}"), all(x.p99_ratio[0] <= TARGET_P99 for x in items)))
+        rows.append((f"{variant.label}, stateful own sessions: worker CPU per request ≤ {TARGET_CPU}× bare",
+                     each(items, "{x.cpu_ratio[0]:.3f}"), all(x.cpu_ratio[0] <= TARGET_CPU for x in items)))
+    on = [x for x in stateful if x.variant == ON]
     if on:
-        rows.append((f"registry on, stateful own sessions: throughput ≥ {TARGET_ON_THROUGHPUT}× bare",
-                     each(on, "{x.throughput_ratio[0]:.3f}"),
-                     all(x.throughput_ratio[0] >= TARGET_ON_THROUGHPUT for x in on)))
-        rows.append((f"registry on, stateful own sessions: p99 ≤ {TARGET_ON_P99}× bare",
-                     each(on, "{x.p99_ratio[0]:.3f}"), all(x.p99_ratio[0] <= TARGET_ON_P99 for x in on)))
         rows.append((f"Redis commands per request (own sessions) ≤ {TARGET_REDIS_PER_REQUEST}",
                      each(on, "{x.redis_per_request:.4f}"),
                      all((x.redis_per_request or 0.0) <= TARGET_REDIS_PER_REQUEST for x in on)))
-    if off:
-        rows.append((f"registry off, stateful: throughput ≥ {TARGET_OFF_THROUGHPUT}× bare",
-                     each(off, "{x.throughput_ratio[0]:.3f}"),
-                     all(x.throughput_ratio[0] >= TARGET_OFF_THROUGHPUT for x in off)))
+    pairs = [(c, o) for c in stateful if c.variant == CONTINUITY
+             for o in stateful if o.variant == OFF and o.scenario == c.scenario]
+    if pairs:
+        ratios = [(c.scenario.workers, c.throughput_ratio[0] / o.throughput_ratio[0]) for c, o in pairs]
+        rows.append((f"continuity on vs off, own sessions: throughput ≥ {TARGET_CONTINUITY_VS_OFF}×",
+                     "; ".join(f"{w} worker{'s' * (w > 1)}: {r:.3f}" for w, r in ratios),
+                     all(r >= TARGET_CONTINUITY_VS_OFF for _, r in ratios)))
     if control := [x for x in stateful if x.variant == CONTROL]:
-        rows.append(("(noise floor) the bare SDK against itself, stateful: throughput, p99",
+        rows.append(("(noise floor) the bare SDK against itself, stateful: throughput, p99, CPU",
                      each(control, "{x.throughput_ratio[0]:.3f} ({x.throughput_ratio[1]:.2f}–"
-                                   "{x.throughput_ratio[2]:.2f}), p99 {x.p99_ratio[0]:.3f}"), None))
+                                   "{x.throughput_ratio[2]:.2f}), p99 {x.p99_ratio[0]:.3f} ({x.p99_ratio[1]:.2f}–"
+                                   "{x.p99_ratio[2]:.2f}), CPU {x.cpu_ratio[0]:.3f}"), None))
     bare = next((r for r in result.rss_after_sessions if r.variant == BARE), None)
     on_rss = next((r for r in result.rss_after_sessions if r.variant == ON), None)
     if bare and on_rss and bare.after:

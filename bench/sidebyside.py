@@ -22,7 +22,7 @@ from typing import Final
 
 import httpx
 
-from bench.load import MODES, WrkResult, run_wrk
+from bench.load import SCENARIO_MODES, WrkResult, run_wrk
 from bench.procs import BenchError, RedisServer, Uvicorn, cpu_seconds, machine_busy_seconds, wait_for_quiet
 
 INITIALIZE: Final = (
@@ -39,14 +39,18 @@ class Variant:
     label: str
     wrapped: bool
     registry: bool
+    continuity: bool = False
 
 
 BARE: Final = Variant("bare", "bare SDK", wrapped=False, registry=False)
 OFF: Final = Variant("off", "registry off", wrapped=True, registry=False)
 ON: Final = Variant("on", "registry on", wrapped=True, registry=True)
+CONTINUITY: Final = Variant("continuity", "continuity on", wrapped=True, registry=False, continuity=True)
+"""Registry off, `MCP_SESSION_CONTINUITY=forward`: own-session traffic must not notice it."""
 CONTROL: Final = Variant("control", "bare SDK again (A/A control)", wrapped=False, registry=False)
 """A second, identical bare server: its ratio to the first shows what noise alone does in this run."""
-VARIANTS: Final = (BARE, OFF, ON)
+VARIANTS: Final = (BARE, OFF, ON, CONTINUITY)
+HASH_KEY: Final = "bench-continuity-key-0123456789ab"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,8 @@ class Scenario:
     def parse(cls, text: str) -> Scenario:
         """`MODE@WORKERS`, e.g. `stateful@2`; the worker count defaults to 1."""
         mode, _, workers = text.strip().partition("@")
-        if mode not in MODES or not (workers or "1").isdigit() or int(workers or "1") < 1:
-            raise ValueError(f"a scenario is MODE@WORKERS with MODE one of {', '.join(MODES)}; got {text!r}")
+        if mode not in SCENARIO_MODES or not (workers or "1").isdigit() or int(workers or "1") < 1:
+            raise ValueError(f"a scenario is MODE@WORKERS with MODE one of {', '.join(SCENARIO_MODES)}; got {text!r}")
         return cls(mode, int(workers or "1"))
 
 
@@ -83,6 +87,8 @@ class Settings:
     refresh_seconds: float
     gc_freeze: bool
     workdir: Path
+    tracer: bool = True
+    """Install an OpenTelemetry SDK TracerProvider (no processor) in every app, as a traced application has."""
     quiet_cores: float = 0.25
     """A window during which other processes used more cores than this is measured again."""
     quiet_wait: float = 10.0
@@ -150,7 +156,7 @@ def _groups(scenarios: Iterable[Scenario]) -> dict[tuple[int, bool], list[Scenar
 def _server(variant: Variant, workers: int, *, stateless: bool, redis: RedisServer, prefix: str,
             settings: Settings, cpus: Sequence[int] | None) -> Uvicorn:
     app = ("wrapped" if variant.wrapped else "bare") + ("_stateless" if stateless else "")
-    env = {"BENCH_GC_FREEZE": "1" if settings.gc_freeze else "0"}
+    env = {"BENCH_GC_FREEZE": "1" if settings.gc_freeze else "0", "BENCH_TRACER": "1" if settings.tracer else "0"}
     if variant.wrapped:
         env |= {
             "MCP_SESSION_REGISTRY": "1" if variant.registry else "0",
@@ -158,6 +164,8 @@ def _server(variant: Variant, workers: int, *, stateless: bool, redis: RedisServ
             "MCP_SESSION_REGISTRY_PREFIX": prefix,
             "MCP_SESSION_REGISTRY_REFRESH_SECONDS": f"{settings.refresh_seconds:g}",
         }
+    if variant.continuity:
+        env |= {"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": HASH_KEY}
     return Uvicorn(app, workers, env, settings.workdir, cpus)
 
 

@@ -62,6 +62,10 @@ REDIS_DURATION_COUNT: Final = "mcp_registry_redis_duration_seconds_count"
 BATCH_SIZE_SUM: Final = "mcp_registry_writer_batch_size_sum"
 BATCH_SIZE_COUNT: Final = "mcp_registry_writer_batch_size_count"
 
+FORWARD_FAILURES: Final = "mcp_registry_forward_failures_total"
+FORWARD_SERVED: Final = "mcp_registry_forward_served_total"
+FORWARD_REFUSED: Final = "mcp_registry_forward_refused_total"
+
 WORKER: Final = "mcp_registry_worker_id"
 ORIGIN: Final = "mcp_registry_session_origin_worker"
 STATUS: Final = "mcp_registry_session_status"
@@ -70,6 +74,9 @@ ACTION: Final = "mcp_registry_session_action"
 ERA: Final = "mcp_registry_protocol_era"
 END_REASON: Final = "mcp_registry_session_end_reason"
 DROP_REASON: Final = "mcp_registry_drop_reason"
+FORWARD_FAILURE: Final = "mcp_registry_forward_failure"
+FORWARD_REFUSAL: Final = "mcp_registry_forward_refusal"
+FROM_WORKER: Final = "mcp_registry_forward_from_worker"
 OPERATION: Final = "mcp_registry_redis_operation"
 LEGIT: Final = f'{LEGITIMATE}="true"'
 NOT_LEGIT: Final = f'{LEGITIMATE}="false"'
@@ -302,6 +309,63 @@ def ids_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
     )
 
 
+def continuity_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
+    forwarded = f'{ACTION}="forward"'
+    served = f'{STATUS}="cross_worker"'
+    yield dash.Row("Continuity (MCP_SESSION_CONTINUITY=forward): requests served by their session's owner")
+    yield single_stat(
+        "Hops served by the owner",
+        "Share of forwarded requests that the session's owner served (cross_worker). Below 100 %: owners "
+        "gone (worker killed or scaled down), sessions that ended, timeouts — see the failures panel.",
+        promql(
+            "A",
+            f"sum({rate(LOOKUPS, forwarded, served)}) / sum({rate(LOOKUPS, forwarded)})",
+            "served",
+        ),
+        unit="percentunit",
+    )
+    yield single_stat(
+        "Forwarded requests per second",
+        "Requests that landed on a worker that did not hold their session and were forwarded to the one "
+        "that does. With a balancer that routes by the id's host label, only hops inside a host remain.",
+        promql("A", f"sum({rate(LOOKUPS, forwarded)})", "forwarded"),
+        unit="reqps",
+    )
+    yield graph(
+        "Forwarded, by owner → serving worker",
+        "Who forwards to whom: the serving worker received the request, the origin worker owns the session "
+        "and served it.",
+        promql("A", f"sum by ({ORIGIN}, {WORKER}) ({rate(REUSE)})", "{{" + ORIGIN + "}} → {{" + WORKER + "}}"),
+        unit="reqps",
+    )
+    yield graph(
+        "Hops no owner served, by reason",
+        "owner_gone: the owner's listener is not there (killed, scaled down, restarted) — the client got 404 and "
+        "starts over; session_gone: the owner no longer holds the session; timeout: no response headers within "
+        "MCP_SESSION_FORWARD_TIMEOUT (504); refused: the owner's listener refused the hop (workers with "
+        "different keys); broken: the connection failed mid-answer.",
+        promql("A", f"sum by ({FORWARD_FAILURE}) ({rate(FORWARD_FAILURES)})", "{{" + FORWARD_FAILURE + "}}"),
+        unit="reqps",
+        stacked=True,
+    )
+    yield graph(
+        "Served for other workers (owner side)",
+        "Forwarded requests each owner served, by the worker that forwarded them.",
+        promql("A", f"sum by ({WORKER}, {FROM_WORKER}) ({rate(FORWARD_SERVED)})",
+               "{{" + FROM_WORKER + "}} → {{" + WORKER + "}}"),
+        unit="reqps",
+    )
+    yield graph(
+        "Internal listener refusals",
+        "Requests that reached a worker's internal listener without a valid hop from a worker of this "
+        "deployment: missing (no hop header), malformed, bad_tag (wrong key or altered), stale (clock), "
+        "replayed. Anything but 0 deserves a look.",
+        promql("A", f"sum by ({FORWARD_REFUSAL}) ({rate(FORWARD_REFUSED)})", "{{" + FORWARD_REFUSAL + "}}"),
+        unit="reqps",
+        stacked=True,
+    )
+
+
 def churn_row() -> Iterator[dash.Row | timeseries.Panel]:
     yield dash.Row("Session churn and lifetime")
     yield graph(
@@ -520,7 +584,7 @@ def mcp_sessions() -> dash.Dashboard:
         .variables(list(variables()))
     )
     ids = itertools.count(1)
-    for row in (reuse_row(), ids_row(), churn_row(), eras_row(), health_row(), traces_row()):
+    for row in (reuse_row(), ids_row(), continuity_row(), churn_row(), eras_row(), health_row(), traces_row()):
         for item in row:
             if isinstance(item, dash.Row):
                 board = board.with_row(item.id(next(ids)))

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -68,6 +69,10 @@ class Continuity(StrEnum):
     """Stream the request to the owner's internal listener and its answer back."""
 
 
+def default_forward_listen() -> str:
+    return f"unix:{os.path.join(tempfile.gettempdir(), 'mcp-registry-hop-{pid}.sock')}"
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -108,9 +113,11 @@ class RegistryConfig:
     tls_key_file: str | None = None
     continuity: Continuity = Continuity.OFF
     """`off` or `forward` (`MCP_SESSION_CONTINUITY`); `forward` needs `hash_key`."""
-    forward_listen: str = "127.0.0.1:0"
+    forward_listen: str = field(default_factory=lambda: default_forward_listen())
     """Where this worker accepts forwarded requests (`MCP_SESSION_FORWARD_LISTEN`): `HOST:PORT` (port 0: any
-    free port, so each of `--workers N` gets its own) or `unix:PATH` (`{pid}` in PATH becomes the worker's pid)."""
+    free port, so each of `--workers N` gets its own) or `unix:PATH` (`{pid}` in PATH becomes the worker's pid).
+    Default: a Unix socket per worker in the temporary directory — the workers of one host reach each other,
+    nothing on the network does; set a `HOST:PORT` (and `forward_advertise`) for hops between hosts."""
     forward_advertise: str | None = None
     """How other workers reach that listener (`MCP_SESSION_FORWARD_ADVERTISE`): `HOST` or `HOST:PORT`; the
     bound port is used when the port is absent or 0. Default: the listen address."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -56,6 +57,7 @@ from mcp_registry.telemetry import (
     EndReason,
     Status,
     annotate,
+    classification,
 )
 
 if TYPE_CHECKING:
@@ -94,11 +96,13 @@ class SessionRegistryMiddleware:
         self._live = self._view.live
         self._stats = self.runtime.stats
         self._trace_local = self.config.trace_local
+        self._owner_marks = [(OWNER_HEADER, self.config.worker_id.encode())]
+        self._gone_marks = [*self._owner_marks, (GONE_HEADER, b"1")]
         self.continuity: ContinuityNode | None = None
         if self.config.continuity is Continuity.FORWARD:
             from mcp_registry.continuity.node import ContinuityNode  # aiohttp: only when continuity is on
 
-            self.continuity = ContinuityNode(self.config, self.runtime.stats)
+            self.continuity = ContinuityNode(self.config, self.runtime.stats, self.runtime.telemetry)
             issue_ids_with(session_manager, self.continuity.seal)
         if not self.config.record_raw_id:
             _redact.install(self.runtime.hasher.hash)
@@ -139,7 +143,13 @@ class SessionRegistryMiddleware:
                     self._annotate_local(current, session_id)
                 await self.app(scope, receive, send)
                 return
-        await self._rare(raw, version, scope, receive, send)
+        header = interpret(raw)
+        if header.state is IdState.ABSENT:
+            await self._without_id(scope, receive, send)
+        elif header.value is not None and header.value in self._live:
+            await self._own_session(header.value, scope, receive, send)
+        else:
+            await self._stale(header, version, scope, receive, send)
 
     # --- lifespan --------------------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -169,15 +179,6 @@ class SessionRegistryMiddleware:
             await send(message)
 
     # --- requests that are not on an own session --------------------------------------------------
-    async def _rare(self, raw: bytes | None, version: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
-        header = interpret(raw)
-        if header.state is IdState.ABSENT:
-            await self._without_id(scope, receive, send)
-        elif header.value is not None and header.value in self._live:
-            await self._own_session(header.value, scope, receive, send)
-        else:
-            await self._stale(header, version, scope, receive, send)
-
     async def _own_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
         self._stats.local_requests += 1
@@ -244,26 +245,34 @@ class SessionRegistryMiddleware:
             receive = _replay(body_messages, receive)
         action = decide(request, is_initialize=is_initialize)
         protocol_version = version.decode("latin-1") if version is not None else None
-
-        span = self.runtime.telemetry.start_resolve_span(
-            method=scope["method"], action=action, protocol_version=protocol_version
-        )
+        end_reason: EndReason | None = None
+        started: int | None = None
         if action is Action.FORWARD:
             assert owner is not None
             assert session_id is not None
-            hop = await self._forward(owner, session_id, span, scope, receive, send)
-            if hop is None:
+            assert self.continuity is not None
+            started = time.time_ns()
+            hop = await self.continuity.forward(owner, session_id, scope, receive, send)
+            if not (hop.failure is ForwardFailure.OWNER_GONE and not hop.response_started):
+                await self._hopped(hop, session_id, protocol_version, started, scope, send)
                 return
+            self._stats.forward_failures[hop.failure.value] += 1
             # The owner is gone and nothing reached it: answer here, as the decision table says for a stale id.
             receive = _replay(hop.replay or [], receive)
-            action = decide(replace(request, owner_elsewhere=False), is_initialize=False)
-            if needs_body(replace(request, owner_elsewhere=False)):
+            request = replace(request, owner_elsewhere=False)
+            is_initialize = False
+            if needs_body(request):
                 body_messages, is_initialize = await _read_body(receive, self._view.max_body_bytes)
                 receive = _replay(body_messages, receive)
-                action = decide(replace(request, owner_elsewhere=False), is_initialize=is_initialize)
-            span.set_attribute(ATTR_ACTION, action.value)
-            span.set_attribute(ATTR_END_REASON, EndReason.WORKER_LOST.value)
-            known = Status.EXPIRED
+            action = decide(request, is_initialize=is_initialize)
+            known, end_reason = Status.EXPIRED, EndReason.WORKER_LOST
+
+        span = self.runtime.telemetry.start_resolve_span(
+            method=scope["method"], action=action, protocol_version=protocol_version, start_time=started,
+            attributes={
+                ATTR_END_REASON: end_reason.value, ATTR_FORWARD_FAILURE: ForwardFailure.OWNER_GONE.value
+            } if end_reason is not None else None,
+        )
         self.runtime.stale(session_id, action, span, known=known)
         await self._apply(action, session_id, scope, receive, send)
 
@@ -283,67 +292,60 @@ class SessionRegistryMiddleware:
             await self.app(scope, receive, send)
 
     # --- continuity ------------------------------------------------------------------------------
-    async def _forward(
-        self, owner: Route, session_id: str, span: trace.Span, scope: Scope, receive: Receive, send: Send
-    ) -> HopResult | None:
-        """Have the owner serve the request. None when done; the hop when the owner is gone and we must answer."""
-        assert self.continuity is not None
+    async def _hopped(
+        self, hop: HopResult, session_id: str, protocol_version: str | None, started: int, scope: Scope, send: Send
+    ) -> None:
+        """Count and trace a hop that reached the owner's listener; answer for one that failed before any answer."""
         stats = self._stats
-        try:
-            hop = await self.continuity.forward(owner, session_id, scope, receive, send)
-        except BaseException:
-            span.end()
-            raise
-        raw = session_id if self.config.record_raw_id else None
-        id_hash = self.runtime.hasher.hash(session_id)
-        if hop.headers_seconds is not None and span.is_recording():
-            span.set_attribute(ATTR_HOP_SECONDS, hop.headers_seconds)
-        if hop.failure is ForwardFailure.OWNER_GONE and not hop.response_started:
-            stats.forward_failures[hop.failure.value] += 1
-            span.set_attribute(ATTR_FORWARD_FAILURE, hop.failure.value)
-            return hop
         if hop.failure is None:
-            origin = hop.owner or "unknown"
-            stats.lookups[(Status.CROSS_WORKER, Action.FORWARD)] += 1
-            stats.reuse[origin] += 1
-            annotate(span, status=Status.CROSS_WORKER, id_hash=id_hash, origin=hop.owner, raw_id=raw)
+            status = Status.CROSS_WORKER
+            stats.reuse[hop.owner or "unknown"] += 1
         else:
             stats.forward_failures[hop.failure.value] += 1
-            span.set_attribute(ATTR_FORWARD_FAILURE, hop.failure.value)
             status = Status.EXPIRED if hop.failure is ForwardFailure.SESSION_GONE else Status.CROSS_WORKER
-            stats.lookups[(status, Action.FORWARD)] += 1
-            annotate(span, status=status, id_hash=id_hash, origin=hop.owner, raw_id=raw)
-            if not hop.response_started:
-                await _error(send, 504 if hop.failure is ForwardFailure.TIMEOUT else 502,
-                             "The worker that owns this session did not answer in time"
-                             if hop.failure is ForwardFailure.TIMEOUT else "The worker that owns this session failed")
-        span.end()
-        return None
+        stats.lookups[(status, Action.FORWARD)] += 1
+        attributes = classification(
+            status, id_hash=self.runtime.hasher.hash(session_id), origin=hop.owner,
+            raw_id=session_id if self.config.record_raw_id else None,
+        )
+        if hop.headers_seconds is not None:
+            attributes[ATTR_HOP_SECONDS] = hop.headers_seconds
+        if hop.failure is not None:
+            attributes[ATTR_FORWARD_FAILURE] = hop.failure.value
+        self.runtime.telemetry.start_resolve_span(
+            method=scope["method"], action=Action.FORWARD, protocol_version=protocol_version, start_time=started,
+            attributes=attributes,
+        ).end()
+        if hop.failure is not None and not hop.response_started:
+            timeout = hop.failure is ForwardFailure.TIMEOUT
+            await _error(send, 504 if timeout else 502, "The worker that owns this session did not answer in time"
+                         if timeout else "The worker that owns this session failed")
 
-    async def serve_forwarded(self, scope: Scope, receive: Receive, send: Send, sender: str) -> None:
-        """Serve a request another worker forwarded here (its hop already verified by the listener)."""
+    def serve_forwarded(self, scope: Scope, receive: Receive, send: Send, sender: str) -> Awaitable[None]:
+        """Serve a request another worker forwarded here (its hop already verified by the listener).
+
+        Returns the coroutine to await rather than awaiting it: no coroutine frame of its own on the path.
+        """
         self._stats.served_for[sender] += 1
         raw, _ = scan_headers(scope["headers"])
         session_id = raw.decode("latin-1") if raw is not None else None
         live = session_id is not None and session_id in self._live
-        marks = [(OWNER_HEADER, self._owner_mark)] if live else [(OWNER_HEADER, self._owner_mark), (GONE_HEADER, b"1")]
+        marks = self._owner_marks if live else self._gone_marks
 
         async def send_marked(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), *marks]}
             await send(message)
 
+        if live and scope["method"] != "DELETE":
+            return self.app(scope, receive, send_marked)
         if live:
             assert session_id is not None
-            await self._serve_own(session_id, scope, receive, send_marked)
-        elif scope["method"] == "DELETE":
-            await _acknowledge_delete(send_marked)
-        else:
-            await self.app(scope, receive, send_marked)  # the SDK answers 404 "Session not found"
+            return self._serve_own(session_id, scope, receive, send_marked)
+        if scope["method"] == "DELETE":
+            return _acknowledge_delete(send_marked)
+        return self.app(scope, receive, send_marked)  # the SDK answers 404 "Session not found"
 
-    @property
-    def _owner_mark(self) -> bytes:
-        return self.config.worker_id.encode()
 
     async def _without_id(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request with no id: on a stateful manager a POST may open a session; capture it."""

@@ -9,7 +9,7 @@ integers when a reader collects, so no OpenTelemetry call is made per request.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -17,6 +17,7 @@ from typing import Final
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from mcp_registry.decision import Action
 
@@ -231,6 +232,13 @@ class Telemetry:
         for reason, count in self.stats.forward_failures.items():
             yield Observation(count, {**self._worker_attr, ATTR_FORWARD_FAILURE: reason})
 
+    def start_forward_counters(self, failures: Iterable[str], refusals: Iterable[str]) -> None:
+        """With continuity on, every failure and refusal reason reads 0 from the start (not "no data")."""
+        for reason in failures:
+            self.stats.forward_failures[reason] += 0
+        for reason in refusals:
+            self.stats.hop_refusals[reason] += 0
+
     def _observe_served_for(self, _: CallbackOptions) -> Iterable[Observation]:
         for sender, count in self.stats.served_for.items():
             yield Observation(count, {**self._worker_attr, ATTR_FORWARDED_BY: sender})
@@ -272,16 +280,39 @@ class Telemetry:
             self._batch_size.record(batch, attrs)
 
     # --- spans ---------------------------------------------------------------------------------
-    def start_resolve_span(self, *, method: str, action: Action, protocol_version: str | None) -> Span:
-        """The span of a request whose id is not this worker's own; ended once it is classified."""
-        attributes: dict[str, str] = {
+    def start_resolve_span(
+        self, *, method: str, action: Action, protocol_version: str | None, start_time: int | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+    ) -> Span:
+        """The span of a request whose id is not this worker's own; ended once it is classified.
+
+        `attributes` known up front go in with the span's own (one call, not one per attribute).
+        """
+        merged: dict[str, AttributeValue] = {
             ATTR_WORKER_ID: self.worker_id,
             ATTR_ACTION: action.value,
             ATTR_HTTP_METHOD: method,
         }
         if protocol_version:
-            attributes[ATTR_PROTOCOL_VERSION] = protocol_version
-        return self.tracer.start_span(SPAN_RESOLVE, kind=SpanKind.INTERNAL, attributes=attributes)
+            merged[ATTR_PROTOCOL_VERSION] = protocol_version
+        if attributes:
+            merged.update(attributes)
+        return self.tracer.start_span(SPAN_RESOLVE, kind=SpanKind.INTERNAL, attributes=merged, start_time=start_time)
+
+
+def classification(status: Status, *, id_hash: str | None, origin: str | None = None,
+                   raw_id: str | None = None) -> dict[str, AttributeValue]:
+    """An id's classification as span attributes."""
+    attributes: dict[str, AttributeValue] = {ATTR_STATUS: status.value}
+    if (legit := status.legitimate) is not None:
+        attributes[ATTR_LEGITIMATE] = legit
+    if id_hash is not None:
+        attributes[ATTR_ID_HASH] = id_hash
+    if origin is not None:
+        attributes[ATTR_ORIGIN_WORKER] = origin
+    if raw_id is not None:
+        attributes[ATTR_RAW_SESSION_ID] = raw_id
+    return attributes
 
 
 def annotate(span: Span, *, status: Status, id_hash: str | None, origin: str | None = None,

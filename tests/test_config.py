@@ -430,7 +430,8 @@ def test_continuity_is_off_by_default() -> None:
     config = RegistryConfig.from_env({})
 
     assert config.continuity is Continuity.OFF
-    assert config.forward_listen == "127.0.0.1:0"
+    assert config.forward_listen.startswith("unix:")
+    assert config.forward_listen.endswith("/mcp-registry-hop-{pid}.sock")
     assert config.forward_advertise is None
     assert config.route_label is None
 

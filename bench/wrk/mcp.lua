@@ -10,6 +10,9 @@
 --   stale      legacy `tools/call` carrying an id no worker issued (a worker hop as the worker
 --              sees it), one id per connection: a stateful server answers 404 "Session not
 --              found" (policy `spec`), which is what counts as correct here.
+--   session    legacy `tools/call` on sessions opened beforehand: connection i uses the i-th of
+--              the comma-separated ids in the environment variable BENCH_SESSION_IDS (the
+--              continuity benchmark sends them to their owner, or to a worker that forwards).
 -- Every response is checked (a fast 404 must not count as throughput); `done` prints one line
 -- `BENCH_RESULT {json}` that bench/load.py parses.
 
@@ -31,6 +34,7 @@ end
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_index", #threads)
 end
 
 -- Globals, so that `done` can read them with thread:get().
@@ -58,6 +62,13 @@ function init(args)
       ["Mcp-Session-Id"] = id, ["Mcp-Protocol-Version"] = "2025-11-25",
     }), CALL)
     expected = 404
+  elseif mode == "session" then
+    local ids = {}
+    for id in string.gmatch(os.getenv("BENCH_SESSION_IDS") or "", "[^,]+") do table.insert(ids, id) end
+    local id = ids[((thread_index or 1) - 1) % #ids + 1]
+    static_call = wrk.format("POST", nil, headers({
+      ["Mcp-Session-Id"] = id, ["Mcp-Protocol-Version"] = "2025-11-25",
+    }), CALL)
   elseif mode ~= "stateful" then
     error("unknown mode " .. mode)
   end

@@ -220,6 +220,7 @@ def render(report: AuditReport, console: Console, *, url: str, prefix: str) -> N
         _workers(report),
         _lookups(report),
         _reuse_matrix(report),
+        _forwarding(report),
         _clients(report),
         _timeline(report, width=console.width),
         _dropped(report),
@@ -346,6 +347,23 @@ def _timeline(report: AuditReport, *, width: int) -> Table:
     for name, values in series.items():
         grouped = [sum(values[i : i + step]) for i in range(0, len(values), step)]
         table.add_row(name, sparkline(grouped), str(sum(values)), str(max(values, default=0)))
+    return table
+
+
+def _forwarding(report: AuditReport) -> Table | None:
+    """Continuity's hops: how many reached the session's owner, and why the others did not."""
+    forwarded = report.lookups_by_action.get("forward", 0)
+    if not forwarded and not report.forward_failures:
+        return None
+    served = sum(e.count for e in report.lookups if e.action == "forward" and e.status == "cross_worker")
+    table = _titled("Forwarded to the session's owner (continuity)", show_header=False)
+    table.add_column("what")
+    table.add_column("requests", justify="right")
+    table.add_row("forwarded", str(forwarded))
+    table.add_row("served by the owner", f"{served} ({_share(served, forwarded)})")
+    for reason, count in report.forward_failures_by_reason.items():
+        if count:
+            table.add_row(f"failed: {reason}", str(count))
     return table
 
 

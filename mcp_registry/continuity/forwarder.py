@@ -14,6 +14,7 @@ ends when the client or the owner goes away.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,9 @@ from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER
 logger = logging.getLogger(__name__)
 
 CONNECT_SECONDS: Final = 1.0
+URL_CACHE_SIZE: Final = 1024
+WHOLE_BODY_BYTES: Final = 1 << 20
+"""An answer of known length up to this size is read whole and passed on as one piece."""
 _HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
     HOP_HEADER, HOP_WORKER_HEADER, OWNER_HEADER, GONE_HEADER,
@@ -43,6 +47,7 @@ class Forwarder:
         self.timeout = timeout
         self._tcp: aiohttp.ClientSession | None = None
         self._unix: dict[str, aiohttp.ClientSession] = {}
+        self._urls: dict[tuple[str, bytes, bytes], URL] = {}
 
     async def aclose(self) -> None:
         """Close every pooled connection; errors on close are logged and otherwise ignored."""
@@ -53,6 +58,17 @@ class Forwarder:
                 await session.close()
             except (OSError, aiohttp.ClientError):
                 logger.debug("mcp_registry: closing a forwarding connection failed", exc_info=True)
+
+    def _url(self, origin: str, path: bytes, query: bytes) -> URL:
+        """The owner's URL for this request's path (cached: an MCP endpoint is one path)."""
+        key = (origin, path, query)
+        url = self._urls.get(key)
+        if url is None:
+            text = origin + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[key] = URL(text, encoded=True)
+        return url
 
     def _session_for(self, address: Address) -> tuple[aiohttp.ClientSession, str]:
         if address.path is not None:
@@ -74,9 +90,7 @@ class Forwarder:
             return HopResult(ForwardFailure.BROKEN, replay=[first])  # the client went away before its body
         body: bytes | AsyncIterator[bytes]
         body = first.get("body", b"") if not first.get("more_body", False) else _stream_body(first, receive)
-        path = scope.get("raw_path") or scope["path"].encode()
-        query = scope.get("query_string", b"")
-        url = URL(origin + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""), encoded=True)
+        url = self._url(origin, scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
         # The client's headers travel unchanged (Host and Authorization included), but for hop-by-hop ones
         # and any hop header a client made up; then this worker's signed hop headers.
         headers = [
@@ -87,7 +101,8 @@ class Forwarder:
         headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in hop_headers)
         started = time.perf_counter()
         try:
-            with anyio.fail_after(self.timeout):
+            # asyncio's own timeout (aiohttp runs on asyncio): cheaper per hop than a cancel scope.
+            async with asyncio.timeout(self.timeout):
                 response = await session.request(
                     scope["method"], url, data=body, headers=headers, skip_auto_headers=_SKIP_AUTO,
                     allow_redirects=False, auto_decompress=False,
@@ -111,13 +126,21 @@ class Forwarder:
             if response.status in (401, 403) and result.owner is None:
                 result.failure = ForwardFailure.REFUSED
                 return result
-            await send({
+            start = {
                 "type": "http.response.start",
                 "status": response.status,
                 "headers": [(n.lower(), v) for n, v in raw_headers if n.lower() not in _HOP_BY_HOP],
-            })
-            result.response_started = True
+            }
             try:
+                if response.content_length is not None and response.content_length <= WHOLE_BODY_BYTES:
+                    # A JSON answer (or an error): read it whole, pass it on in one piece.
+                    body_bytes = await response.read()
+                    await send(start)
+                    result.response_started = True
+                    await send({"type": "http.response.body", "body": body_bytes, "more_body": False})
+                    return result
+                await send(start)
+                result.response_started = True
                 if _is_stream(raw_headers):
                     await _relay_until_disconnect(response, receive, send)
                 else:
@@ -125,6 +148,8 @@ class Forwarder:
             except (aiohttp.ClientError, OSError):
                 result.failure = result.failure or ForwardFailure.BROKEN
                 logger.debug("mcp_registry: a forwarded response broke off", exc_info=True)
+                if not result.response_started:
+                    return result
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return result
 

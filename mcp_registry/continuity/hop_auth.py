@@ -16,7 +16,6 @@ sequence numbers it has seen (the anti-replay window of IPsec, RFC 4303 §3.4.3)
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import itertools
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ MAX_SKEW_SECONDS: Final = 30.0
 WINDOW: Final = 4096
 """Sequence numbers behind the highest seen that are still accepted (once each)."""
 _TAG_BYTES: Final = 16
+_WINDOW_MASK: Final = (1 << WINDOW) - 1
 
 
 class Refusal(StrEnum):
@@ -109,7 +109,7 @@ class HopVerifier:
         window.last_seen = now
         if sequence > window.highest:
             shift = sequence - window.highest
-            window.seen = ((window.seen << shift) | 1) & ((1 << WINDOW) - 1)
+            window.seen = ((window.seen << shift) | 1) & _WINDOW_MASK
             window.highest = sequence
             return True
         offset = window.highest - sequence
@@ -127,5 +127,5 @@ class HopVerifier:
 
 def _tag(key: bytes, fields: str, worker: str, method: str, path: str, session_id: str) -> str:
     message = "\x00".join((fields, worker, method, path, session_id)).encode("utf-8", "surrogateescape")
-    digest = hmac.new(key, message, hashlib.sha256).digest()[:_TAG_BYTES]
+    digest = hmac.digest(key, message, "sha256")[:_TAG_BYTES]
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 
 def derive(key: bytes, purpose: str) -> bytes:
     """HMAC-SHA256 of the purpose under the deployment key (an HKDF-Expand of one block)."""
-    return hmac.new(key, b"mcp_registry/" + purpose.encode() + b"\x01", hashlib.sha256).digest()
+    return hmac.digest(key, b"mcp_registry/" + purpose.encode() + b"\x01", "sha256")

@@ -27,6 +27,7 @@ from mcp_registry.telemetry import RequestStats
 logger = logging.getLogger(__name__)
 
 ServeForwarded = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+"""Returns the awaitable that serves a verified hop (called, then awaited, by the listener's one frame)."""
 GRACEFUL_SECONDS: Final = 10
 """How long a stopping listener lets forwarded requests and streams finish before it cancels them."""
 

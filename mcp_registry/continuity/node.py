@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -19,17 +19,17 @@ from mcp_registry.config import RegistryConfig
 from mcp_registry.continuity.address import Address, parse_advertise, parse_listen, parse_route
 from mcp_registry.continuity.forwarder import Forwarder
 from mcp_registry.continuity.hop import ForwardFailure, HopResult
-from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier
+from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier, Refusal
 from mcp_registry.continuity.listener import HopListener, ServeForwarded
 from mcp_registry.continuity.sealed_id import BOOT_BYTES, Route, SessionIdSealer, Shape
-from mcp_registry.telemetry import RequestStats
+from mcp_registry.telemetry import RequestStats, Telemetry
 
 ROUTE_CACHE_SIZE: Final = 4096
 """Opened ids remembered (a hop's id is verified once, not on every request of its session)."""
 
 
 class ContinuityNode:
-    def __init__(self, config: RegistryConfig, stats: RequestStats) -> None:
+    def __init__(self, config: RegistryConfig, stats: RequestStats, telemetry: Telemetry) -> None:
         assert config.hash_key is not None  # RegistryConfig requires it for continuity
         self.config = config
         self.boot = secrets.token_bytes(BOOT_BYTES)
@@ -37,10 +37,12 @@ class ContinuityNode:
         self._signer = HopSigner(config.hash_key, boot=self.boot, worker_id=config.worker_id)
         self._verifier = HopVerifier(config.hash_key)
         self._stats = stats
+        telemetry.start_forward_counters((f.value for f in ForwardFailure), (r.value for r in Refusal))
         self._listen = parse_listen(config.forward_listen)
         self._advertise = parse_advertise(config.forward_advertise) if config.forward_advertise else None
         self._forwarder = Forwarder(timeout=config.forward_timeout)
         self._routes: dict[str, Route | Shape] = {}
+        self._addresses: dict[str, Address] = {}
         self._listener: HopListener | None = None
         self.route: Route | None = None
         """This worker's own route, once its listener is bound."""
@@ -89,9 +91,17 @@ class ContinuityNode:
     def is_mine(self, route: Route) -> bool:
         return route.boot == self.boot
 
-    async def forward(self, route: Route, session_id: str, scope: Scope, receive: Receive, send: Send) -> HopResult:
-        address = parse_route(route.address)
-        if address is None:  # pragma: no cover - sealed by a worker that validated its own address
-            return HopResult(ForwardFailure.OWNER_GONE)
+    def forward(
+        self, route: Route, session_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[HopResult]:
+        """The hop to `route`'s owner, as an awaitable (no coroutine frame of its own on the request path)."""
+        address = self._addresses.get(route.address)
+        if address is None:
+            address = parse_route(route.address)
+            if address is None:  # pragma: no cover - sealed by a worker that validated its own address
+                raise ValueError("a sealed route holds an address that does not parse")
+            if len(self._addresses) >= ROUTE_CACHE_SIZE:
+                self._addresses.clear()
+            self._addresses[route.address] = address
         hop = self._signer.headers(method=scope["method"], path=scope["path"], session_id=session_id, now=time.time())
-        return await self._forwarder.forward(address, scope, receive, send, hop)
+        return self._forwarder.forward(address, scope, receive, send, hop)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -107,13 +106,13 @@ class SessionIdSealer:
         nonce = sdk_id.encode("ascii", "surrogateescape")
         blocks = []
         for counter in range((length + 31) // 32):
-            blocks.append(hmac.new(self._enc_key, nonce + counter.to_bytes(4, "big"), hashlib.sha256).digest())
+            blocks.append(hmac.digest(self._enc_key, nonce + counter.to_bytes(4, "big"), "sha256"))
         return b"".join(blocks)[:length]
 
     def _tag(self, sdk_id: str, label: str, cipher: bytes) -> bytes:
         nonce = sdk_id.encode("ascii", "surrogateescape")
         message = bytes([VERSION]) + len(nonce).to_bytes(2, "big") + nonce + label.encode() + b"\x00" + cipher
-        return hmac.new(self._mac_key, message, hashlib.sha256).digest()[:TAG_BYTES]
+        return hmac.digest(self._mac_key, message, "sha256")[:TAG_BYTES]
 
 
 def _xor(data: bytes, stream: bytes) -> bytes:

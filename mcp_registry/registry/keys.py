@@ -25,7 +25,6 @@ Per-minute counter fields (all integers, `|`-separated, labels sanitised by `lab
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ def label(text: str, limit: int = LABEL_MAX) -> str:
 
 def id_hash(key: bytes, session_id: str) -> str:
     """The keyed hash of a session id: 96 bits of HMAC-SHA256, 16 url-safe characters."""
-    digest = hmac.new(key, session_id.encode("ascii", "surrogateescape"), hashlib.sha256).digest()
+    digest = hmac.digest(key, session_id.encode("ascii", "surrogateescape"), "sha256")
     return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
 
 
