@@ -7,6 +7,7 @@ client or an operator sees: status codes, session ids, and our spans and metrics
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -351,3 +352,25 @@ async def test_twenty_concurrent_calls_on_one_session_all_succeed() -> None:
                 for request_id in range(100, 120):
                     tg.start_soon(one, request_id)
     assert sorted(results, key=int) == [str(i + 1) for i in range(100, 120)]
+
+
+async def test_an_own_session_request_reaches_the_sdk_app_straight_from_call() -> None:
+    """The hot path adds one coroutine frame: the SDK's request suspends several times, and every
+    frame between uvicorn and the SDK is crossed on each resume (bench/README.md, issue 10)."""
+    server = MCPServer("frames")
+    inner = server.streamable_http_app(json_response=True)
+    callers: list[str] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and any(name == b"mcp-session-id" for name, _ in scope["headers"]):
+            callers.append(sys._getframe(1).f_code.co_qualname)
+        await inner(scope, receive, send)
+
+    app = SessionRegistryMiddleware(recording, session_manager=server.session_manager,
+                                    config=RegistryConfig(worker_id="w", hash_key=HASH_KEY))
+    async with running(app) as client:
+        response = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+        session_id = response.headers["mcp-session-id"]
+        await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 2}), headers=session_headers(session_id))
+
+    assert callers == ["SessionRegistryMiddleware.__call__"]

@@ -140,6 +140,11 @@ def run_audit(url: str, *, prefix: str, since: float | None, as_json: bool, cons
     return EXIT_OK
 
 
+def read_report(url: str, *, prefix: str, since: float) -> AuditReport:
+    """The audit report itself, for code that wants the numbers (runs its own event loop)."""
+    return asyncio.run(_read(_config(url, prefix), since))
+
+
 def _check_window(seconds: float) -> None:
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SINCE_SECONDS):
         raise AuditInputError(f"invalid window of {seconds!r} seconds: it must be > 0 and at most 90d")

@@ -24,7 +24,7 @@ class ForwardFailure(StrEnum):
     TIMEOUT = "timeout"
     """The owner did not answer within the forward timeout."""
     REFUSED = "refused"
-    """The owner's listener refused the hop (the workers do not share one deployment key)."""
+    """The owner's listener refused the hop (e.g. the hosts' clocks are more than 30 s apart)."""
     BROKEN = "broken"
     """The connection failed after the owner had started to answer."""
 

@@ -1,20 +1,24 @@
 """`mcp-registry demo`: the whole product on 127.0.0.1, in one command.
 
-A Redis, N demo workers with the registry on, a non-sticky balancer in front, bounded traffic
-through it, then the audit of the run. Everything runs in child processes that are stopped in
-order (the workers gracefully, so the registry drains before the audit reads it); Ctrl-C or
-SIGTERM stops them all and nothing is left behind.
+A Redis, N demo workers with the registry on, a non-sticky balancer in front, and bounded traffic
+through it in two halves: first with continuity off — what legacy clients live through today —
+then, workers restarted, with `MCP_SESSION_CONTINUITY=forward`. A table shows both side by side
+(sessions broken, calls served, hops forwarded), then the audit of the run. Everything runs in
+child processes that are stopped in order (the workers gracefully, so the registry drains before
+the audit reads it); Ctrl-C or SIGTERM stops them all and nothing is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from types import FrameType
 from typing import Final
 
@@ -24,8 +28,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mcp_registry.cli.audit import redact, run_audit
+from mcp_registry.cli.audit import read_report, redact, run_audit
 from mcp_registry.config import (
+    ENV_CONTINUITY,
+    ENV_HASH_KEY,
     ENV_PREFIX,
     ENV_REFRESH_SECONDS,
     ENV_REGISTRY,
@@ -39,6 +45,8 @@ from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
 
 DEFAULT_PREFIX: Final = "mcpreg"
+PHASES: Final = ("off", "forward")
+"""The demo's two halves: `MCP_SESSION_CONTINUITY` of the workers."""
 REFRESH_SECONDS: Final = "1"
 EXIT_FAILED: Final = 1
 GRAFANA_HINT: Final = (
@@ -87,32 +95,72 @@ def _run(
                 return EXIT_FAILED
             status.print(f"Redis: {redact(url)}, keys under prefix {prefix!r}")
 
-        with status.status(f"Starting {workers} workers and the balancer…"):
-            cluster = stack.enter_context(WorkerCluster(workers, env=_worker_env(url, prefix)))
-            balancer = stack.enter_context(Balancer(cluster.urls))
+        key = secrets.token_hex(24)  # the deployment's shared key, for this run only
+        phases: list[Phase] = []
+        for continuity in PHASES:
+            phase = _run_phase(continuity, workers, clients, duration / len(PHASES), _worker_env(url, prefix, key),
+                               status)
+            if phase is None:
+                return EXIT_FAILED
+            phases.append(phase)
+        phases[-1].forwarded = _forwarded(url, prefix)
+        status.print(_comparison_table(phases))
+
+        code = run_audit(url, prefix=prefix, since=None, as_json=as_json, console=console)
+        status.print(GRAFANA_HINT)
+        broken = phases[-1].summary.session_not_found
+        if code == 0 and broken:
+            status.print(f"mcp-registry demo: {broken} legacy session(s) broke with continuity on", style="red")
+            return EXIT_FAILED
+        return code
+
+
+@dataclass
+class Phase:
+    continuity: str
+    summary: TrafficSummary
+    balanced: dict[str, int]
+    """HTTP requests the balancer sent to each worker."""
+    forwarded: int | None = None
+    """Requests a worker forwarded to the session's owner (from the registry)."""
+
+
+def _run_phase(
+    continuity: str, workers: int, clients: int, duration: float, env: dict[str, str], status: Console
+) -> Phase | None:  # fmt: skip
+    """One half of the traffic with `MCP_SESSION_CONTINUITY=continuity`; its processes are stopped on return."""
+    with ExitStack() as phase_stack:
+        with status.status(f"Starting {workers} workers (continuity {continuity}) and the balancer…"):
+            cluster = phase_stack.enter_context(WorkerCluster(workers, env={**env, ENV_CONTINUITY: continuity}))
+            balancer = phase_stack.enter_context(Balancer(cluster.urls))
+        status.rule(f"continuity {continuity}")
         status.print(f"Workers: {', '.join(f'{w} {u}' for w, u in zip(cluster.worker_ids, cluster.urls, strict=True))}")
         status.print(f"Balancer (non-sticky, per request): {balancer.url}")
-
         summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status)
-        forwarded = balancer.stats()
+        balanced = balancer.stats()
         if summary.tool_calls == 0:
             for index, worker in enumerate(cluster.worker_ids):
                 status.rule(f"{worker} log (last lines)")
                 status.print(log_tail(cluster.log_path(index)), markup=False, highlight=False)
             status.print("mcp-registry demo: no tool call succeeded; see the worker logs above", style="red")
-            return EXIT_FAILED
+            return None
         with status.status("Stopping the workers (the registry drains)…"):
             balancer.stop()
             cluster.stop()
-        status.print(_summary_table(summary, forwarded, cluster))
-
-        code = run_audit(url, prefix=prefix, since=None, as_json=as_json, console=console)
-        status.print(GRAFANA_HINT)
-        return code
+    return Phase(continuity, summary, balanced)
 
 
-def _worker_env(url: str, prefix: str) -> dict[str, str]:
+def _forwarded(url: str, prefix: str) -> int | None:
+    try:
+        report = read_report(url, prefix=prefix, since=3600)
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    return report.lookups_by_action.get("forward", 0)
+
+
+def _worker_env(url: str, prefix: str, key: str) -> dict[str, str]:
     return {
+        ENV_HASH_KEY: key,
         ENV_REGISTRY: "1",
         ENV_URL: url,
         ENV_PREFIX: prefix,
@@ -165,26 +213,29 @@ def _drive_with_progress(url: str, duration: float, plan: TrafficPlan, console: 
     return summary
 
 
-def _summary_table(summary: TrafficSummary, forwarded: dict[str, int], cluster: WorkerCluster) -> Table:
-    table = Table(title="What the clients did", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    worker_of = dict(zip(cluster.urls, cluster.worker_ids, strict=True))
-    rows = [
-        ("requests made (initialize, list, call, raw HTTP)", summary.requests),
-        ("legacy sessions opened", summary.sessions_opened),
-        ("404 'Session not found' after a worker hop", summary.session_not_found),
-        ("re-initializations after a 404", summary.reinitializations),
-        ("successful tool calls (modern, sessionless)", f"{summary.tool_calls} ({summary.modern_calls})"),
-        ("requests with made-up ids", summary.fabricated_sent),
-        ("requests with malformed ids", summary.malformed_sent),
-        ("DELETEs with made-up or malformed ids", summary.deletes_sent),
-        ("other errors", summary.errors),
+def _comparison_table(phases: list[Phase]) -> Table:
+    table = Table(title="Legacy clients without and with continuity", title_justify="left")
+    table.add_column("")
+    for phase in phases:
+        table.add_column(f"continuity {phase.continuity}", justify="right")
+    rows: list[tuple[str, list[str]]] = [
+        ("legacy sessions opened (official client, mode=legacy)", [str(p.summary.sessions_opened) for p in phases]),
+        ("sessions broken: 404 'Session not found' after a worker hop",
+         [str(p.summary.session_not_found) for p in phases]),
+        ("  (the demo's clients then open a new session; real clients do not)",
+         [str(p.summary.reinitializations) for p in phases]),
+        ("successful tool calls (of which sessionless)",
+         [f"{p.summary.tool_calls} ({p.summary.modern_calls})" for p in phases]),
+        ("requests forwarded to the session's owner",
+         ["—" if p.forwarded is None else str(p.forwarded) for p in phases]),
+        ("requests with made-up / malformed ids",
+         [f"{p.summary.fabricated_sent} / {p.summary.malformed_sent}" for p in phases]),
+        ("other errors", [str(p.summary.errors) for p in phases]),
+        ("HTTP requests per worker (balancer)",
+         [", ".join(str(n) for _, n in sorted(p.balanced.items())) for p in phases]),
     ]
-    for label, value in rows:
-        table.add_row(label, str(value))
-    for worker, count in sorted((worker_of.get(upstream, upstream), n) for upstream, n in forwarded.items()):
-        table.add_row(f"HTTP requests balancer → {worker}", str(count))
+    for label, values in rows:
+        table.add_row(label, *values)
     return table
 
 

@@ -48,10 +48,16 @@ class Worker:
     def __init__(self, name: str, **config: Any) -> None:
         server = MCPServer(f"forwarding-{name}")
         calls: dict[str, int] = {}
+        self.never = anyio.Event()
 
         @server.tool()
         def whoami() -> str:
             return name
+
+        @server.tool()
+        async def stuck() -> str:
+            await self.never.wait()  # an owner that never answers
+            return "never"
 
         @server.tool()
         def add(a: int, b: int) -> int:
@@ -193,6 +199,21 @@ async def test_when_the_owner_is_gone_the_answer_is_a_prompt_404_and_says_worker
     assert first[ATTR_FORWARD_FAILURE] == "owner_gone"
     assert first[ATTR_ACTION] == "reject"
     assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="owner_gone") == 2
+
+
+async def test_a_slow_owner_is_bounded_by_the_forward_timeout() -> None:
+    a, b = Worker("worker-a"), Worker("worker-b", forward_timeout=0.5)
+    async with a.running() as client_a, b.running() as client_b:
+        session_id = await open_session(client_a)
+        started = time.monotonic()
+        response = await client_b.post("/mcp", json=tool_call("stuck", {}), headers=session_headers(session_id))
+        elapsed = time.monotonic() - started
+        a.never.set()
+
+    assert response.status_code == 504
+    assert response.json()["error"]["message"] == "The worker that owns this session did not answer in time"
+    assert 0.5 <= elapsed < 3
+    assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="timeout") == 1
 
 
 async def test_the_internal_listener_counts_what_it_refuses() -> None:

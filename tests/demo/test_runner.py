@@ -69,8 +69,8 @@ def _needs_proc() -> None:
         pytest.skip("finding leftover processes reads /proc")
 
 
-def test_the_demo_exits_0_reports_cross_worker_reuse_and_leaves_no_process() -> None:
-    proc, token = start_demo("--duration", "5", "--workers", "2", "--clients", "2", "--json")
+def test_the_demo_shows_sessions_break_without_continuity_and_not_with_it_and_leaves_no_process() -> None:
+    proc, token = start_demo("--duration", "8", "--workers", "2", "--clients", "2", "--json")
     try:
         out, err = proc.communicate(timeout=90)
     finally:
@@ -80,9 +80,25 @@ def test_the_demo_exits_0_reports_cross_worker_reuse_and_leaves_no_process() -> 
     assert sum(row["count"] for row in audit["cross_worker_reuse"]) > 0
     assert set(audit["workers"]) >= {"worker-0", "worker-1"}
     assert audit["sessions"]["created"] > 0
-    assert "What the clients did" in err
+    assert audit["forwarding"]["forwarded"] > 0, "with continuity on, hops went to the session's owner"
+    assert audit["forwarding"]["failed"] == 0
+    table = comparison_rows(err)
+    broken_off, broken_on = table["sessions broken: 404 'Session not found' after a worker hop"]
+    assert int(broken_off) > 0, "without continuity the official client's sessions break"
+    assert int(broken_on) == 0, "exit 0 promises that no session broke with continuity on"
     assert processes_carrying(token) == []
     assert nothing_listens_on(redis_port(err))
+
+
+def comparison_rows(output: str) -> dict[str, list[str]]:
+    """The demo's "without and with continuity" table: row label -> [off, on]."""
+    rows = {}
+    start = output.index("Legacy clients without and with continuity")
+    for line in output[start:].splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
+        if len(cells) == 3 and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process() -> None:

@@ -1,7 +1,7 @@
 """The real demo, exporting Prometheus metrics from every worker process, for the dashboard tests.
 
-`ScrapedDemo` starts a real `redis-server`, two workers of the demo app behind the demo's
-non-sticky balancer, and a third, degraded worker whose Redis is unreachable and whose queue
+`ScrapedDemo` starts a real `redis-server`, two workers of the demo app (continuity on) behind the
+demo's non-sticky balancer, and a third, degraded worker whose Redis is unreachable and whose queue
 holds one event (so Redis errors and dropped events are real too, not only the happy path).
 Each worker serves its metrics through `MCP_DEMO_PROMETHEUS_PORT`, as the docker-compose stack
 would scrape them. Everything is stopped on exit.
@@ -21,6 +21,8 @@ import anyio
 import httpx
 
 from mcp_registry.config import (
+    ENV_CONTINUITY,
+    ENV_HASH_KEY,
     ENV_PREFIX,
     ENV_QUEUE_SIZE,
     ENV_REDIS_TIMEOUT,
@@ -82,6 +84,9 @@ class ScrapedDemo:
         self.metrics_ports = _process.free_ports(WORKERS + 1)
         dead_redis_port = _process.free_ports(1)[0]
         common = {
+            # Continuity on, as in the compose stack: the continuity panels have hops to show.
+            ENV_CONTINUITY: "forward",
+            ENV_HASH_KEY: "dashboard-test-shared-key-0123456789",
             ENV_REGISTRY: "1",
             ENV_PREFIX: PREFIX,
             ENV_REFRESH_SECONDS: "0.5",

@@ -123,6 +123,18 @@ async def test_progress_notifications_and_elicitation_complete_across_hops(stack
     assert reported == [1.0, 2.0, 3.0] * 8
 
 
+def test_the_standalone_get_stream_is_forwarded_to_the_owner(stack: Deployment) -> None:
+    a, b = stack.hosts
+    session_id = open_session(a.url)
+    headers = {**session_headers(session_id), "accept": "text/event-stream"}
+
+    with httpx.stream("GET", f"{b.url}/mcp", headers=headers, timeout=10) as stream:  # another host
+        status, content_type = stream.status_code, stream.headers.get("content-type", "")
+
+    assert status == 200
+    assert content_type.startswith("text/event-stream")
+
+
 # --- made-up and tampered ids -------------------------------------------------------------------
 async def test_a_tampered_id_gets_404_and_is_classified_fabricated(stack: Deployment) -> None:
     a, b = stack.hosts
