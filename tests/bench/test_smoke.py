@@ -1,4 +1,4 @@
-"""`python -m bench --quick` runs the whole benchmark in a tiny configuration and writes both tables.
+"""`python -m bench --quick` runs the whole benchmark in a tiny configuration and writes every table.
 
 Nothing here asserts a speed: the numbers of a few one-second windows mean nothing. What must
 hold is that the machinery works — real uvicorn workers, a real redis-server, wrk — and that the
@@ -25,6 +25,7 @@ RSS_COLUMNS = [
     "variant", "sessions open", "RSS before MiB", "RSS after MiB", "×bare", "KiB per session",
     "session keys in Redis",
 ]
+HOP_COLUMNS = ["traffic", "req/s", "×pinned", "p50 ms", "p99 ms", "CPU µs/req (all workers)", "×pinned"]
 SCALE_COLUMNS = [
     "live sessions", "workers", "session keys", "Redis memory Δ", "bytes per session",
     "`mcp-registry audit --json` s", "audit reader alone ms", "audit's `live`",
@@ -98,7 +99,9 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     side_by_side, rss, targets = _tables(results)
     assert side_by_side[0] == SIDE_BY_SIDE_COLUMNS
     rows = side_by_side[1:]
-    assert [row[1] for row in rows] == ["bare SDK", "registry off", "registry on", "bare SDK again (A/A control)"] * 2
+    assert [row[1] for row in rows] == [
+        "bare SDK", "registry off", "registry on", "continuity on", "bare SDK again (A/A control)"
+    ] * 2
     for row in rows:
         assert len(row) == len(SIDE_BY_SIDE_COLUMNS)
         assert "nan" not in row
@@ -109,12 +112,23 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     assert "`SET` " in commands  # the registry wrote the sessions it saw opened
 
     assert rss[0] == RSS_COLUMNS
-    assert [row[0] for row in rss[1:]] == ["bare SDK", "registry off", "registry on"]
+    assert [row[0] for row in rss[1:]] == ["bare SDK", "registry off", "registry on", "continuity on"]
     assert rss[3][1] == "100"  # every initialize opened a session
     assert rss[3][-1] == "100"  # and the registry recorded each one in Redis
     assert targets[0] == ["target", "measured (median)", "verdict"]
     assert all(row[2] in ("met", "**missed**") for row in targets[1:] if not row[0].startswith("(noise floor)"))
     assert any(row[0].startswith("(noise floor)") for row in targets[1:])
+
+    hops = _section(text, "continuity")
+    hop_table, hop_targets = _tables(hops)
+    assert hop_table[0] == HOP_COLUMNS
+    assert [row[0] for row in hop_table[1:]] == [
+        "pinned to the owner", "hopped over a Unix socket (same host, the default)",
+        "hopped over TCP loopback (as between hosts)", "pinned again (A/A control)",
+    ]
+    for row in hop_table[1:]:
+        assert all(math.isfinite(x) and x > 0 for x in _numbers(row[1:]))
+    assert all(row[2] in ("met", "**missed**") for row in hop_targets[1:])
 
     scale = _section(text, "scale")
     sizes, scale_targets = _tables(scale)

@@ -29,11 +29,27 @@ async def test_the_tools_answer_and_whoami_names_the_serving_worker(worker_clust
         added = await client.call_tool("add", {"a": 2, "b": 3})
         echoed = await client.call_tool("echo", {"text": "héllo"})
         me = await client.call_tool("whoami", {})
-    assert tools == {"add", "echo", "whoami"}
+        counts = [(await client.call_tool("count", {})).structured_content for _ in range(3)]
+    assert tools == {"add", "echo", "whoami", "count", "countdown", "confirm"}
+    assert counts == [{"result": 1}, {"result": 2}, {"result": 3}], "count keeps state per session"
     assert (added.structured_content, echoed.structured_content) == ({"result": 5}, {"result": "héllo"})
     assert [b.text for b in me.content if isinstance(b, TextContent)] == ["worker-0"]
     async with httpx.AsyncClient() as http:
         assert (await http.get(url + "/healthz")).status_code == 200
+
+
+async def test_count_is_per_session(worker_cluster: StartCluster) -> None:
+    url = worker_cluster(1).urls[0] + "/mcp"
+    async with Client(url, mode="legacy") as first, Client(url, mode="legacy") as second:
+        await first.call_tool("count", {})
+        await first.call_tool("count", {})
+        other = await second.call_tool("count", {})
+    assert other.structured_content == {"result": 1}
+
+
+def test_an_invalid_json_response_flag_fails_at_start_up_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="MCP_DEMO_JSON_RESPONSE must be one of"):
+        build_app({"MCP_DEMO_JSON_RESPONSE": "sometimes"})
 
 
 def test_an_invalid_stateless_flag_fails_at_start_up_naming_the_variable() -> None:
