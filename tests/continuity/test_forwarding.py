@@ -13,6 +13,9 @@ from typing import Any
 
 import anyio
 import httpx
+import anyio.abc
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
@@ -44,11 +47,25 @@ from mcp_registry.testing import (
 KEY = b"forwarding-test-key-0123456789ab"
 
 
+class Tokens:
+    """A token verifier with two principals, as an application with OAuth has."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        principals = {"alice-token": "alice", "bob-token": "bob"}
+        return AccessToken(token=token, client_id=principals[token], scopes=[]) if token in principals else None
+
+
 class Worker:
-    def __init__(self, name: str, **config: Any) -> None:
-        server = MCPServer(f"forwarding-{name}")
+    def __init__(self, name: str, *, auth: bool = False, **config: Any) -> None:
+        auth_settings = dict(
+            token_verifier=Tokens(),
+            auth=AuthSettings(issuer_url="https://auth.example", resource_server_url="http://127.0.0.1:8000/mcp",
+                              validate_token_resource=False),
+        ) if auth else {}
+        server = MCPServer(f"forwarding-{name}", **auth_settings)  # type: ignore[arg-type]
         calls: dict[str, int] = {}
         self.never = anyio.Event()
+        self.entered = anyio.Event()
 
         @server.tool()
         def whoami() -> str:
@@ -56,8 +73,9 @@ class Worker:
 
         @server.tool()
         async def stuck() -> str:
-            await self.never.wait()  # an owner that never answers
-            return "never"
+            self.entered.set()
+            await self.never.wait()  # an owner that answers only when the test says so
+            return "released"
 
         @server.tool()
         def add(a: int, b: int) -> int:
@@ -84,14 +102,18 @@ class Worker:
                 yield client
 
 
-async def open_session(client: httpx.AsyncClient) -> str:
-    response = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+async def open_session(client: httpx.AsyncClient, token: str | None = None) -> str:
+    response = await client.post("/mcp", json=initialize_request(), headers=with_token(session_headers(None), token))
     assert response.status_code == 200
     return response.headers["mcp-session-id"]
 
 
-async def whoami(client: httpx.AsyncClient, session_id: str) -> httpx.Response:
-    return await client.post("/mcp", json=tool_call("whoami", {}), headers=session_headers(session_id))
+async def whoami(client: httpx.AsyncClient, session_id: str, token: str | None = None) -> httpx.Response:
+    return await client.post("/mcp", json=tool_call("whoami", {}), headers=with_token(session_headers(session_id), token))
+
+
+def with_token(headers: dict[str, str], token: str | None) -> dict[str, str]:
+    return headers if token is None else {**headers, "authorization": f"Bearer {token}"}
 
 
 Pair = tuple[Worker, httpx.AsyncClient, Worker, httpx.AsyncClient]
@@ -199,6 +221,54 @@ async def test_when_the_owner_is_gone_the_answer_is_a_prompt_404_and_says_worker
     assert first[ATTR_FORWARD_FAILURE] == "owner_gone"
     assert first[ATTR_ACTION] == "reject"
     assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="owner_gone") == 2
+
+
+async def test_a_session_opened_by_one_principal_is_not_served_to_another_across_a_hop() -> None:
+    a, b = Worker("worker-a", auth=True), Worker("worker-b", auth=True)
+    async with a.running() as client_a, b.running() as client_b:
+        session_id = await open_session(client_a, "alice-token")
+
+        alice = await whoami(client_b, session_id, "alice-token")
+        bob = await whoami(client_b, session_id, "bob-token")
+        nobody = await whoami(client_b, session_id)
+
+    assert alice.status_code == 200, "the Authorization header travelled with the hop"
+    assert bob.status_code == 404, "the SDK's credential binding holds on the owner"
+    assert nobody.status_code == 401
+
+
+async def test_an_owner_shutting_down_lets_a_forwarded_request_finish() -> None:
+    a, b = Worker("worker-a"), Worker("worker-b")
+    stop_a = anyio.Event()
+    opened: dict[str, str] = {}
+    answers: list[httpx.Response] = []
+
+    async def run_owner(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with a.running() as client_a:
+            opened["id"] = await open_session(client_a)
+            task_status.started()
+            await stop_a.wait()
+        # leaving the block is the owner's lifespan shutdown (what SIGTERM gives under uvicorn)
+
+    with anyio.fail_after(20):
+        async with b.running() as client_b, anyio.create_task_group() as tg:
+            await tg.start(run_owner)
+
+            async def call() -> None:
+                body = tool_call("stuck", {})
+                answers.append(await client_b.post("/mcp", json=body, headers=session_headers(opened["id"])))
+
+            tg.start_soon(call)
+            await a.entered.wait()  # the forwarded call runs on the owner
+            stop_a.set()  # the owner starts shutting down now
+            assert a.app.continuity is not None
+            while a.app.continuity.route is not None:  # until its listener has stopped taking new hops
+                await anyio.sleep(0.01)
+            a.never.set()  # the tool finishes during the shutdown
+
+    [answer] = answers
+    assert answer.status_code == 200
+    assert answer.json()["result"]["content"][0]["text"] == "released"
 
 
 async def test_a_slow_owner_is_bounded_by_the_forward_timeout() -> None:
