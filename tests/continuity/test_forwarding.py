@@ -12,11 +12,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 import anyio.abc
+import httpx
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
 from mcp_registry.config import Continuity
@@ -57,12 +58,15 @@ class Tokens:
 
 class Worker:
     def __init__(self, name: str, *, auth: bool = False, **config: Any) -> None:
-        auth_settings = dict(
-            token_verifier=Tokens(),
-            auth=AuthSettings(issuer_url="https://auth.example", resource_server_url="http://127.0.0.1:8000/mcp",
-                              validate_token_resource=False),
-        ) if auth else {}
-        server = MCPServer(f"forwarding-{name}", **auth_settings)  # type: ignore[arg-type]
+        settings = AuthSettings(
+            issuer_url=AnyHttpUrl("https://auth.example"),
+            resource_server_url=AnyHttpUrl("http://127.0.0.1:8000/mcp"),
+            validate_token_resource=False,
+        )
+        server = (
+            MCPServer(f"forwarding-{name}", token_verifier=Tokens(), auth=settings)
+            if auth else MCPServer(f"forwarding-{name}")
+        )
         calls: dict[str, int] = {}
         self.never = anyio.Event()
         self.entered = anyio.Event()
@@ -109,7 +113,8 @@ async def open_session(client: httpx.AsyncClient, token: str | None = None) -> s
 
 
 async def whoami(client: httpx.AsyncClient, session_id: str, token: str | None = None) -> httpx.Response:
-    return await client.post("/mcp", json=tool_call("whoami", {}), headers=with_token(session_headers(session_id), token))
+    headers = with_token(session_headers(session_id), token)
+    return await client.post("/mcp", json=tool_call("whoami", {}), headers=headers)
 
 
 def with_token(headers: dict[str, str], token: str | None) -> dict[str, str]:
