@@ -29,6 +29,7 @@ ensure_servers() {
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
   command -v npm >/dev/null || need+=(nodejs npm)
   ensure_ts_client
   [ ${#need[@]} -eq 0 ] && return 0
@@ -39,6 +40,7 @@ ensure_servers() {
     service redis-server stop >/dev/null 2>&1 || true
     service prometheus stop >/dev/null 2>&1 || true
     service nginx stop >/dev/null 2>&1 || true
+    service haproxy stop >/dev/null 2>&1 || true
     ensure_ts_client
   else
     echo "note: ${need[*]} missing: the integration tests that need them will skip" >&2

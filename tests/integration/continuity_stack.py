@@ -30,12 +30,13 @@ from mcp_registry.config import (
 )
 from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
-from mcp_registry.demo.nginx import Nginx
+from mcp_registry.demo.proxies import Haproxy, Nginx
 from mcp_registry.registry.reader import read_audit
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 ROUND_ROBIN: Final = ROOT / "deploy" / "nginx.conf"
 ROUTE_BY_SESSION: Final = ROOT / "deploy" / "nginx-route-by-session.conf"
+HAPROXY_ROUTE_BY_SESSION: Final = ROOT / "deploy" / "haproxy-route-by-session.cfg"
 KEY: Final = "continuity-test-key-0123456789abcdef"
 PREFIX: Final = "mcpreg"
 HOST_ADDRESSES: Final = ("127.0.0.2", "127.0.0.3")
@@ -63,7 +64,7 @@ def host_env(address: str, redis_url: str, *, continuity: str = "forward", label
 @dataclass
 class Deployment:
     hosts: list[UvicornHost]
-    balancer: Nginx
+    balancer: Nginx  # or its subclass Haproxy
     redis_url: str
 
     @property
@@ -105,7 +106,8 @@ def deployment(
             stack.enter_context(UvicornHost(address, workers=workers, env=make_env(i, address)))
             for i, address in enumerate(HOST_ADDRESSES)
         ]
-        lb = stack.enter_context(Nginx(balancer, [f"{h.address}:{h.port}" for h in hosts]))
+        kind = Haproxy if balancer.suffix == ".cfg" else Nginx
+        lb = stack.enter_context(kind(balancer, [f"{h.address}:{h.port}" for h in hosts]))
         yield Deployment(hosts, lb, redis_url)
 
 

@@ -25,11 +25,12 @@ from mcp_registry.continuity.hop_auth import HopSigner
 from mcp_registry.demo._process import free_ports
 from mcp_registry.demo.app import ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
-from mcp_registry.demo.nginx import nginx_on_path
+from mcp_registry.demo.proxies import haproxy_on_path, nginx_on_path
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 from tests.conftest import require
 from tests.integration.continuity_stack import (
+    HAPROXY_ROUTE_BY_SESSION,
     KEY,
     ROUTE_BY_SESSION,
     Deployment,
@@ -250,13 +251,15 @@ async def test_continuity_off_keeps_todays_ids_and_behaviour(redis_server: Redis
     assert all("Session not found" in e for e in errors)
 
 
-async def test_nginx_routing_by_the_id_s_host_label_needs_no_hop(
-    redis_server: RedisServer, nginx_required: None
-) -> None:
+@pytest.mark.parametrize("balancer", ["nginx", "haproxy"])
+async def test_a_balancer_routing_by_the_id_s_host_label_needs_no_hop(redis_server: RedisServer, balancer: str) -> None:
+    require((nginx_on_path() if balancer == "nginx" else haproxy_on_path()) is not None, f"{balancer} (Debian package)")
+
     def labelled(i: int, address: str) -> dict[str, str]:
         return host_env(address, redis_server.url, label=f"app-{i + 1}")
 
-    with deployment(redis_server.url, balancer=ROUTE_BY_SESSION, workers=1, env=labelled) as stack:
+    config = ROUTE_BY_SESSION if balancer == "nginx" else HAPROXY_ROUTE_BY_SESSION
+    with deployment(redis_server.url, balancer=config, workers=1, env=labelled) as stack:
         counts, errors = await rounds(stack.url)
         doc = await stack.audit_until(lambda d: d["sessions"]["created"] >= 1)
 

@@ -16,7 +16,7 @@ from typing import Final
 
 import pytest
 
-from mcp_registry.demo.nginx import nginx_on_path
+from mcp_registry.demo.proxies import nginx_on_path
 from mcp_registry.demo.redis_server import RedisServer
 from tests.conftest import require
 from tests.integration.continuity_stack import Deployment, deployment, host_env
