@@ -15,11 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 _PR_SET_PDEATHSIG: Final = 1
 POLL_INTERVAL: Final = 0.05
@@ -167,3 +169,56 @@ def wait_ready(proc: subprocess.Popen[bytes], ready: Probe, *, timeout: float, w
         if time.monotonic() >= deadline:
             raise ChildFailedError(f"{what} was not ready within {timeout:g}s:\n{log_tail(log_path)}")
         time.sleep(POLL_INTERVAL)
+
+
+class ManagedChild:
+    """One child process with a working directory of its own, stopped (bounded) by `stop()` or by
+    leaving a `with` block. Subclasses build the command in `start()` and call `_launch`."""
+
+    what = "child"
+
+    def __init__(self, *, startup_timeout: float, stop_timeout: float) -> None:
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """The child's directory (logs, configuration), made on first use, removed by `stop()`."""
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix=f"mcp-registry-{self.what.replace(' ', '-')}-")
+        return Path(self._dir.name)
+
+    def _launch(self, args: Sequence[str], *, env: Mapping[str, str], log_path: Path, ready: Probe) -> None:
+        """Spawn the child and wait (bounded) until `ready()`; on failure nothing is left running."""
+        self._proc = spawn(args, env=env, log_path=log_path)
+        try:
+            wait_ready(self._proc, ready, timeout=self._startup_timeout, what=self.what, log_path=log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after the stop timeout, then remove the directory. Idempotent."""
+        try:
+            if self._proc is not None and self._proc.returncode is None:
+                terminate(self._proc, timeout=self._stop_timeout)
+        finally:
+            if self._proc is not None and self._proc.returncode is None:
+                kill(self._proc)
+            if self._dir is not None:
+                self._dir.cleanup()
+                self._dir = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

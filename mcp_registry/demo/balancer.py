@@ -18,13 +18,10 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 import anyio
@@ -160,39 +157,29 @@ async def _plain(send: Send, status: int, body: bytes, *, content_type: bytes = 
     await send({"type": "http.response.body", "body": body})
 
 
-class Balancer:
+class Balancer(_process.ManagedChild):
     """The balancer in a child process on a free 127.0.0.1 port, stopped on exit."""
+
+    what = "the balancer"
 
     def __init__(
         self, upstreams: Sequence[str], *, port: int | None = None, startup_timeout: float = 20.0,
         stop_timeout: float = 5.0,
     ) -> None:  # fmt: skip
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.upstreams = list(upstreams)
         self.port = port if port is not None else _process.free_ports(1)[0]
-        self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
-        self._dir = tempfile.TemporaryDirectory(prefix="mcp-registry-balancer-")
-        log_path = Path(self._dir.name) / "balancer.log"
+        log_path = self.workdir / "balancer.log"
         args = [sys.executable, "-m", "mcp_registry.demo.balancer", "--port", str(self.port)]
         for upstream in self.upstreams:
             args += ["--upstream", upstream]
-        self._proc = _process.spawn(args, env=os.environ, log_path=log_path)
-        try:
-            _process.wait_ready(
-                self._proc, lambda: self._answers(log_path), timeout=self._startup_timeout, what="the balancer",
-                log_path=log_path,
-            )  # fmt: skip
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(args, env=os.environ, log_path=log_path, ready=lambda: self._answers(log_path))
         return self
 
     def stats(self) -> dict[str, int]:
@@ -201,21 +188,6 @@ class Balancer:
         response.raise_for_status()
         upstreams: dict[str, int] = response.json()["upstreams"]
         return upstreams
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            _process.terminate(self._proc, timeout=self._stop_timeout)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _answers(self, log_path: Path) -> bool:
         if not _process.uvicorn_bound(log_path, self.port):

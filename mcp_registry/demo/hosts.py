@@ -15,12 +15,9 @@ gracefully), SIGKILL to the group after a bound.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 import httpx
@@ -31,7 +28,7 @@ DEMO_APP: Final = "mcp_registry.demo:app"
 STARTED_LINE: Final = "Application startup complete."
 
 
-class UvicornHost:
+class UvicornHost(_process.ManagedChild):
     def __init__(
         self,
         address: str,
@@ -44,6 +41,7 @@ class UvicornHost:
         startup_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.address = address
         self.workers = workers
         self.env = dict(env or {})
@@ -51,10 +49,7 @@ class UvicornHost:
         self.health_path = health_path
         self.port = 0
         self._uvicorn_args = list(uvicorn_args)
-        self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.what = f"uvicorn --workers {workers} on {address}"
 
     @property
     def url(self) -> str:
@@ -62,9 +57,7 @@ class UvicornHost:
 
     @property
     def log_path(self) -> Path:
-        if self._dir is None:
-            raise RuntimeError("the host has not been started")
-        return Path(self._dir.name) / "uvicorn.log"
+        return self.workdir / "uvicorn.log"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -72,7 +65,6 @@ class UvicornHost:
     def start(self) -> Self:
         if self._proc is not None:
             raise RuntimeError("the host is already started")
-        self._dir = tempfile.TemporaryDirectory(prefix=f"mcp-registry-host-{self.address}-")
         self.port = _process.free_ports(1, self.address)[0]
         args = [
             sys.executable, "-m", "uvicorn", self.app,
@@ -81,15 +73,7 @@ class UvicornHost:
             "--timeout-graceful-shutdown", str(max(1, int(self._stop_timeout / 2))),
             *self._uvicorn_args,
         ]  # fmt: skip
-        self._proc = _process.spawn(args, env={**os.environ, **self.env}, log_path=self.log_path)
-        try:
-            _process.wait_ready(
-                self._proc, self._ready, timeout=self._startup_timeout,
-                what=f"uvicorn --workers {self.workers} on {self.address}", log_path=self.log_path,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(args, env={**os.environ, **self.env}, log_path=self.log_path, ready=self._ready)
         return self
 
     def _ready(self) -> bool:
@@ -113,28 +97,9 @@ class UvicornHost:
             return []
         return [pid for pid in pids if _is_worker(pid)]
 
-    def stop(self) -> int | None:
-        """Stop the host gracefully (bounded, then SIGKILL); its exit code. Idempotent."""
-        code = None
-        try:
-            if self._proc is not None:
-                code = _process.terminate(self._proc, timeout=self._stop_timeout)
-        finally:
-            if self._proc is not None and self._proc.returncode is None:
-                _process.kill(self._proc)
-            self._proc = None
-            if self._dir is not None:
-                self._dir.cleanup()
-                self._dir = None
-        return code
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def stop(self) -> None:
+        super().stop()
+        self._proc = None
 
 
 def _is_worker(pid: int) -> bool:

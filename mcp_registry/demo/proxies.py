@@ -15,10 +15,8 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from mcp_registry.demo import _process
@@ -53,41 +51,29 @@ def render_haproxy(template: str, upstreams: Sequence[str], *, port: int) -> str
     return re.sub(r"\bbind :8080\b", f"bind 127.0.0.1:{port}", _upstreams(template, upstreams))
 
 
-class Nginx:
+class Nginx(_process.ManagedChild):
     """nginx in the foreground (`daemon off`)."""
 
+    what = "nginx"
+
     def __init__(self, config: Path, upstreams: Sequence[str], *, startup_timeout: float = 10.0) -> None:
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=5.0)
         self.config = config
         self.upstreams = list(upstreams)
         self.port = 0
-        self._startup_timeout = startup_timeout
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    name = "nginx"
-
     def start(self) -> Self:
-        self._dir = tempfile.TemporaryDirectory(prefix=f"mcp-registry-{self.name}-")
-        workdir = Path(self._dir.name)
         self.port = _process.free_ports(1)[0]
-        check, run = self._commands(workdir)
+        check, run = self._commands(self.workdir)
         done = subprocess.run(check, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             problem = (done.stderr or done.stdout).strip()
-            raise _process.ChildFailedError(f"{self.name} rejected {self.config}: {problem}")
-        log = workdir / f"{self.name}.log"
-        self._proc = _process.spawn(run, env={}, log_path=log)
-        try:
-            _process.wait_ready(
-                self._proc, self._listening, timeout=self._startup_timeout, what=self.name, log_path=log
-            )
-        except BaseException:
-            self.stop()
-            raise
+            raise _process.ChildFailedError(f"{self.what} rejected {self.config}: {problem}")
+        self._launch(run, env={}, log_path=self.workdir / f"{self.what}.log", ready=self._listening)
         return self
 
     def _commands(self, workdir: Path) -> tuple[list[str], list[str]]:
@@ -106,29 +92,11 @@ class Nginx:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        try:
-            if self._proc is not None:
-                _process.terminate(self._proc, timeout=5.0)
-        finally:
-            self._proc = None
-            if self._dir is not None:
-                self._dir.cleanup()
-                self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 class Haproxy(Nginx):
     """HAProxy in the foreground (`-db`)."""
 
-    name = "haproxy"
+    what = "haproxy"
 
     def _commands(self, workdir: Path) -> tuple[list[str], list[str]]:
         binary = haproxy_on_path()
