@@ -13,6 +13,7 @@ Bodies are read only on two rare paths, both bounded by the SDK's own body limit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
 from mcp_registry._sdk import ManagerView, issue_ids_with
-from mcp_registry.config import Continuity, RegistryConfig
+from mcp_registry.config import ConfigError, Continuity, RegistryConfig
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
 from mcp_registry.continuity.sealed_id import Route, Shape
 from mcp_registry.decision import (
@@ -173,7 +174,17 @@ class SessionRegistryMiddleware:
             else:
                 await send(message)
 
-        async with self.running():
+        async with contextlib.AsyncExitStack() as stack:
+            failed: str | None = None
+            try:
+                await stack.enter_async_context(self.running())
+            except* ConfigError as group:  # e.g. the internal listener's address cannot be bound
+                failed = str(group.exceptions[0])
+            if failed is not None:
+                # Tell the server, in the lifespan's own words: it prints the message and exits.
+                if (await receive())["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.failed", "message": failed})
+                return
             await self.app(scope, receive_with_shutdown, send_after_drain)
         for message in held:
             await send(message)

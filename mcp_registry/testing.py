@@ -88,19 +88,23 @@ async def lifespan(app: ASGIApp, *, timeout: float = 10.0) -> AsyncIterator[None
 
         await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
 
+    failed: str | None = None
     async with to_app_send, to_app, from_app_send, from_app, anyio.create_task_group() as tg:
         tg.start_soon(run_app)
         with anyio.fail_after(timeout):
             await to_app_send.send({"type": "lifespan.startup"})
             started = await from_app.receive()
         if started["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"lifespan startup failed: {started.get('message', started['type'])}")
-        try:
-            yield
-        finally:
-            with anyio.fail_after(timeout, shield=True):
-                await to_app_send.send({"type": "lifespan.shutdown"})
-                await from_app.receive()
+            failed = str(started.get("message", started["type"]))
+        else:
+            try:
+                yield
+            finally:
+                with anyio.fail_after(timeout, shield=True):
+                    await to_app_send.send({"type": "lifespan.shutdown"})
+                    await from_app.receive()
+    if failed is not None:  # raised outside the task group: the caller gets the error itself
+        raise RuntimeError(f"lifespan startup failed: {failed}")
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from typing import Final
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from mcp_registry.config import ENV_FORWARD_LISTEN, ConfigError
 from mcp_registry.continuity.address import Address
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopVerifier, Refusal
 from mcp_registry.decision import SESSION_HEADER
@@ -44,7 +45,10 @@ class HopListener:
 
     async def start(self) -> Address:
         """Bind and start serving; returns the address actually bound (the port, when 0 was asked)."""
-        sock = _bind(self._listen)
+        try:
+            sock = _bind(self._listen)
+        except OSError as exc:
+            raise ConfigError(f"{ENV_FORWARD_LISTEN}: cannot listen on {self._listen}: {exc.strerror or exc}") from None
         config = uvicorn.Config(
             self._app, interface="asgi3", lifespan="off", proxy_headers=False, access_log=False, log_config=None,
             server_header=False, date_header=False,
@@ -107,14 +111,19 @@ def _bind(address: Address) -> socket.socket:
         path = address.path.replace("{pid}", str(os.getpid()))
         _unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        os.chmod(path, 0o600)
+        target: str | tuple[str, int] = path
     else:
         assert address.host is not None
-        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address.host, address.port))
-    sock.setblocking(False)
-    sock.listen(1024)
+        target = (address.host, address.port)
+    try:
+        sock.bind(target)
+        if isinstance(target, str):
+            os.chmod(target, 0o600)
+        sock.setblocking(False)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
     return sock

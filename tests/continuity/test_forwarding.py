@@ -6,6 +6,7 @@ there, gone, or the id was forged — with the in-memory OpenTelemetry exporter 
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+import pytest
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
@@ -92,7 +94,8 @@ class Worker:
             server.streamable_http_app(json_response=True),
             session_manager=server.session_manager,
             config=RegistryConfig(
-                worker_id=name, hash_key=KEY, continuity=Continuity.FORWARD, forward_listen="127.0.0.1:0", **config
+                worker_id=name, hash_key=KEY, continuity=Continuity.FORWARD,
+                **{"forward_listen": "127.0.0.1:0", **config},
             ),
             tracer_provider=self.telemetry.tracer_provider,
             meter_provider=self.telemetry.meter_provider,
@@ -333,3 +336,13 @@ async def test_a_session_opened_before_the_listener_runs_keeps_the_sdk_s_id() ->
     with anyio.fail_after(5):
         async with worker.running() as client:
             assert (await open_session(client)).count(".") == 2
+
+
+async def test_a_listen_address_that_cannot_be_bound_fails_start_up_naming_the_variable() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        worker = Worker("worker-a", forward_listen=f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(RuntimeError, match=r"MCP_SESSION_FORWARD_LISTEN: cannot listen on 127\.0\.0\.1:"):
+            async with worker.running():
+                pass
