@@ -4,6 +4,8 @@
 - `bench.apps:wrapped` — the same app wrapped by `SessionRegistryMiddleware`; the registry is
   on or off per the `MCP_SESSION_*` environment (`config=None` reads it).
 - `bench.apps:bare_stateless`, `bench.apps:wrapped_stateless` — the same with `stateless_http=True`.
+- `bench.apps:passthrough` (and `_stateless`) — the bare app behind a pass-through ASGI middleware:
+  what any middleware costs (one coroutine frame), the floor the wrapped app is compared with.
 
 All of them carry the demo's tools and are served as users write them: SDK logging at WARNING
 (the SDK logs every new session at INFO through Rich, with its raw id), the default garbage
@@ -48,6 +50,16 @@ class FreezeHeapAfterStartup:
         await self.app(scope, receive, send_after_freezing)
 
 
+class PassThrough:
+    """The smallest ASGI middleware there is: one coroutine frame, nothing else (a control for the others)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def _install_tracer_provider() -> None:
     if os.environ.get("BENCH_TRACER", "1") == "0":
         return
@@ -61,11 +73,13 @@ def _server() -> MCPServer:
     return demo_server(f"{socket.gethostname()}:{os.getpid()}", name="mcp-registry-bench")
 
 
-def build(*, wrapped: bool, stateless: bool) -> ASGIApp:
+def build(*, wrapped: bool, stateless: bool, passthrough: bool = False) -> ASGIApp:
     """One benchmark app: the SDK's Streamable HTTP app (JSON responses), optionally wrapped."""
     _install_tracer_provider()
     server = _server()
     app: ASGIApp = server.streamable_http_app(json_response=True, stateless_http=stateless)
+    if passthrough:
+        app = PassThrough(app)
     if wrapped:
         from mcp_registry import SessionRegistryMiddleware
 
@@ -77,6 +91,8 @@ _VARIANTS = {
     "bare": {"wrapped": False, "stateless": False},
     "wrapped": {"wrapped": True, "stateless": False},
     "bare_stateless": {"wrapped": False, "stateless": True},
+    "passthrough": {"wrapped": False, "stateless": False, "passthrough": True},
+    "passthrough_stateless": {"wrapped": False, "stateless": True, "passthrough": True},
     "wrapped_stateless": {"wrapped": True, "stateless": True},
 }
 _built: dict[str, ASGIApp] = {}

@@ -17,7 +17,7 @@ from typing import Final
 from bench import continuity as hops
 from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
-from bench.sidebyside import BARE, CONTINUITY, CONTROL, OFF, ON, SideBySide, Summary
+from bench.sidebyside import BARE, CONTINUITY, CONTROL, OFF, ON, PASSTHROUGH, SideBySide, Summary
 
 PACKAGES: Final = ("mcp", "mcp-registry", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
 MODE_LABELS: Final = {
@@ -236,6 +236,11 @@ def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[
         rows.append((f"continuity on vs off, own sessions: throughput ≥ {TARGET_CONTINUITY_VS_OFF}×",
                      "; ".join(f"{w} worker{'s' * (w > 1)}: {r:.3f}" for w, r in ratios),
                      all(r >= TARGET_CONTINUITY_VS_OFF for _, r in ratios)))
+    if floor := [x for x in stateful if x.variant == PASSTHROUGH]:
+        rows.append(("(floor) a pass-through middleware, stateful: throughput, p99, CPU",
+                     each(floor, "{x.throughput_ratio[0]:.3f} ({x.throughput_ratio[1]:.2f}–"
+                                 "{x.throughput_ratio[2]:.2f}), p99 {x.p99_ratio[0]:.3f}, "
+                                 "CPU {x.cpu_ratio[0]:.3f}"), None))
     if control := [x for x in stateful if x.variant == CONTROL]:
         rows.append(("(noise floor) the bare SDK against itself, stateful: throughput, p99, CPU",
                      each(control, "{x.throughput_ratio[0]:.3f} ({x.throughput_ratio[1]:.2f}–"

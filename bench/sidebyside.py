@@ -40,6 +40,7 @@ class Variant:
     wrapped: bool
     registry: bool
     continuity: bool = False
+    passthrough: bool = False
 
 
 BARE: Final = Variant("bare", "bare SDK", wrapped=False, registry=False)
@@ -47,9 +48,13 @@ OFF: Final = Variant("off", "registry off", wrapped=True, registry=False)
 ON: Final = Variant("on", "registry on", wrapped=True, registry=True)
 CONTINUITY: Final = Variant("continuity", "continuity on", wrapped=True, registry=False, continuity=True)
 """Registry off, `MCP_SESSION_CONTINUITY=forward`: own-session traffic must not notice it."""
+PASSTHROUGH: Final = Variant("passthrough", "pass-through middleware (floor)", wrapped=False, registry=False,
+                             passthrough=True)
+"""The bare app behind a middleware that only awaits it: what any ASGI middleware costs."""
 CONTROL: Final = Variant("control", "bare SDK again (A/A control)", wrapped=False, registry=False)
 """A second, identical bare server: its ratio to the first shows what noise alone does in this run."""
 VARIANTS: Final = (BARE, OFF, ON, CONTINUITY)
+CONTROLS: Final = (PASSTHROUGH, CONTROL)
 HASH_KEY: Final = "bench-continuity-key-0123456789ab"
 
 
@@ -100,7 +105,7 @@ class Settings:
 
     @property
     def variants(self) -> tuple[Variant, ...]:
-        return (*VARIANTS, CONTROL) if self.control else VARIANTS
+        return (*VARIANTS, *CONTROLS) if self.control else VARIANTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,8 @@ def _groups(scenarios: Iterable[Scenario]) -> dict[tuple[int, bool], list[Scenar
 
 def _server(variant: Variant, workers: int, *, stateless: bool, redis: RedisServer, prefix: str,
             settings: Settings, cpus: Sequence[int] | None) -> Uvicorn:
-    app = ("wrapped" if variant.wrapped else "bare") + ("_stateless" if stateless else "")
+    kind = "wrapped" if variant.wrapped else "passthrough" if variant.passthrough else "bare"
+    app = kind + ("_stateless" if stateless else "")
     env = {"BENCH_GC_FREEZE": "1" if settings.gc_freeze else "0", "BENCH_TRACER": "1" if settings.tracer else "0"}
     if variant.wrapped:
         env |= {
