@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -45,7 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(run=_run)
 
 
+DEMO_MODULES: Final = ("httpx", "uvloop", "httptools", "aiohttp")
+"""What the demo's processes import beyond the base package (the `cli` extra)."""
+
+
 def _run(args: argparse.Namespace) -> int:
+    missing = [name for name in DEMO_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"mcp-registry demo: needs the demo's extra ({', '.join(missing)} missing): "
+            "pip install 'mcp-registry[cli]'",
+            file=sys.stderr,
+        )
+        return 1
     from mcp_registry.demo.runner import run_demo  # the demo's dependencies load only when it runs
 
     return run_demo(
