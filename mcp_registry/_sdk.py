@@ -56,3 +56,34 @@ def issue_ids_with(manager: StreamableHTTPSessionManager, make_id: Callable[[str
         return transport
 
     manager._admit_session = admit_with_our_id  # type: ignore[method-assign]
+
+
+def endpoint_paths(app: object, manager: StreamableHTTPSessionManager) -> frozenset[str] | None:
+    """The paths at which `app` serves `manager`'s Streamable HTTP endpoint, or None if none is found.
+
+    Walks what an ASGI app built with Starlette exposes: middleware (`.app`), routers (`.routes`),
+    mounts (their path prefixes) and routes whose endpoint holds `manager` (the SDK's
+    `StreamableHTTPASGIApp`). Each path is given with and without a trailing slash.
+    """
+    found: set[str] = set()
+
+    def walk(node: object, prefix: str, depth: int) -> None:
+        if node is None or depth > 16:
+            return
+        routes = getattr(node, "routes", None)
+        if isinstance(routes, list):
+            for route in routes:
+                path = getattr(route, "path", "")
+                if not isinstance(path, str):
+                    continue
+                if getattr(getattr(route, "endpoint", None), "session_manager", None) is manager:
+                    found.add(prefix + path)
+                elif getattr(route, "routes", None) is not None or type(route).__name__ == "Mount":
+                    walk(getattr(route, "app", None), prefix + path, depth + 1)
+            return
+        walk(getattr(node, "app", None), prefix, depth + 1)
+
+    walk(app, "", 0)
+    if not found:
+        return None
+    return frozenset({path.rstrip("/") or "/" for path in found} | {path.rstrip("/") + "/" for path in found})

@@ -39,6 +39,7 @@ ENV_FORWARD_LISTEN: Final = "MCP_SESSION_FORWARD_LISTEN"
 ENV_FORWARD_ADVERTISE: Final = "MCP_SESSION_FORWARD_ADVERTISE"
 ENV_FORWARD_TIMEOUT: Final = "MCP_SESSION_FORWARD_TIMEOUT"
 ENV_ROUTE_LABEL: Final = "MCP_SESSION_ROUTE_LABEL"
+ENV_PATH: Final = "MCP_SESSION_REGISTRY_PATH"
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -123,6 +124,10 @@ class RegistryConfig:
     bound port is used when the port is absent or 0. Default: the listen address."""
     forward_timeout: float = 300.0
     """Seconds a forwarded request may wait for the owner's response headers (`MCP_SESSION_FORWARD_TIMEOUT`)."""
+    paths: tuple[str, ...] | None = None
+    """The MCP endpoint's path(s) when the app also serves other routes (`MCP_SESSION_REGISTRY_PATH`,
+    comma-separated): requests elsewhere pass untouched and uncounted. Default: discovered from the app
+    (the SDK's Streamable HTTP route), else every path."""
     route_label: str | None = None
     """A short name of this host, written in clear into every session id so that a balancer can route a
     session to its host (`MCP_SESSION_ROUTE_LABEL`): letters, digits, `-`, `_`, at most 16."""
@@ -151,6 +156,10 @@ class RegistryConfig:
             raise ConfigError(
                 f"{ENV_CONTINUITY}=forward needs {ENV_HASH_KEY}: the key every worker of the deployment shares "
                 "(at least 16 bytes), so that any worker can verify the route inside a session id"
+            )
+        if self.paths is not None and (not self.paths or any(not p.startswith("/") or " " in p for p in self.paths)):
+            raise ConfigError(
+                f"{ENV_PATH} must be one or more comma-separated paths starting with '/'; got {self.paths!r}"
             )
         if self.route_label is not None and not _ROUTE_LABEL.fullmatch(self.route_label):
             raise ConfigError(f"{ENV_ROUTE_LABEL} must be 1-16 letters, digits, '-' or '_'; got {self.route_label!r}")
@@ -211,6 +220,8 @@ class RegistryConfig:
             values["forward_timeout"] = _parse_number(ENV_FORWARD_TIMEOUT, raw, float)
         if raw := env.get(ENV_ROUTE_LABEL, "").strip():
             values["route_label"] = raw
+        if raw := env.get(ENV_PATH, "").strip():
+            values["paths"] = tuple(p.strip() for p in raw.split(","))
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

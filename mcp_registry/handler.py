@@ -28,7 +28,7 @@ from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
-from mcp_registry._sdk import ManagerView, issue_ids_with
+from mcp_registry._sdk import ManagerView, endpoint_paths, issue_ids_with
 from mcp_registry.config import ConfigError, Continuity, RegistryConfig
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
 from mcp_registry.continuity.sealed_id import Route, Shape
@@ -97,6 +97,10 @@ class SessionRegistryMiddleware:
         self._live = self._view.live
         self._stats = self.runtime.stats
         self._trace_local = self.config.trace_local
+        self.paths: frozenset[str] | None = (
+            frozenset(self.config.paths) if self.config.paths else endpoint_paths(app, session_manager)
+        )
+        """Where the MCP endpoint is (requests elsewhere pass untouched and uncounted); None: every path."""
         self._owner_marks = [(OWNER_HEADER, self.config.worker_id.encode())]
         self._gone_marks = [*self._owner_marks, (GONE_HEADER, b"1")]
         self.continuity: ContinuityNode | None = None
@@ -124,6 +128,9 @@ class SessionRegistryMiddleware:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        if self.paths is not None and scope["path"] not in self.paths:
+            await self.app(scope, receive, send)  # another route of the app: not MCP, not ours
             return
         # The hot path is inline, so that it adds one coroutine frame to the SDK's request: every time
         # the SDK's handler suspends and resumes (several times a request), each frame above it is crossed.

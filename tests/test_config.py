@@ -476,3 +476,15 @@ def test_forwarding_without_the_shared_key_fails_naming_the_key_variable() -> No
 def test_a_bad_continuity_setting_names_its_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=names(variable)):
         RegistryConfig.from_env({**CONTINUITY_ENV, variable: value})
+
+
+
+def test_the_mcp_path_variable_takes_comma_separated_paths() -> None:
+    assert RegistryConfig.from_env({"MCP_SESSION_REGISTRY_PATH": "/mcp, /v2/mcp"}).paths == ("/mcp", "/v2/mcp")
+    assert RegistryConfig.from_env({}).paths is None
+
+
+@pytest.mark.parametrize("value", ["mcp", "/mcp,", "/a b"])
+def test_a_bad_mcp_path_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_PATH")):
+        RegistryConfig.from_env({"MCP_SESSION_REGISTRY_PATH": value})

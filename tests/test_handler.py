@@ -16,6 +16,10 @@ import anyio
 import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware, StalePolicy
 from mcp_registry.telemetry import (
@@ -374,3 +378,64 @@ async def test_an_own_session_request_reaches_the_sdk_app_straight_from_call() -
         await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 2}), headers=session_headers(session_id))
 
     assert callers == ["SessionRegistryMiddleware.__call__"]
+
+
+# --- scope: an app that serves MCP beside other routes -------------------------------------------
+def app_with_health_route(**config: Any) -> tuple[SessionRegistryMiddleware, CapturedTelemetry]:
+    """A Starlette app with `/healthz` and the SDK's MCP app mounted under `/tools` (its endpoint: `/tools/mcp`)."""
+    server = MCPServer("scoped")
+    inner = server.streamable_http_app(json_response=True)
+
+    async def healthz(request: Request) -> PlainTextResponse:
+        await request.body()
+        return PlainTextResponse("ok")
+
+    outer = Starlette(routes=[Route("/healthz", healthz, methods=["GET", "POST"]), Mount("/tools", app=inner)],
+                      lifespan=lambda _app: server.session_manager.run())
+    telemetry = capture_telemetry()
+    middleware = SessionRegistryMiddleware(
+        outer, session_manager=server.session_manager,
+        config=RegistryConfig(worker_id="worker-a", hash_key=HASH_KEY, **config),
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+    )
+    return middleware, telemetry
+
+
+async def test_other_routes_of_the_app_pass_untouched_and_uncounted() -> None:
+    app, telemetry = app_with_health_route()
+    async with running(app) as client:
+        probes = [await client.get("/healthz") for _ in range(10)]
+        posted = await client.post("/healthz", json=initialize_request(), headers=session_headers("made-up"))
+        opened = await client.post("/tools/mcp", json=initialize_request(), headers=session_headers(None))
+
+    assert app.paths == frozenset({"/tools/mcp", "/tools/mcp/"}), "found in the app's routes"
+    assert [p.status_code for p in probes] == [200] * 10
+    assert (posted.status_code, posted.text) == (200, "ok"), "a made-up id elsewhere is none of our business"
+    assert opened.status_code == 200
+    assert telemetry.metric_total(METRIC_REQUESTS) == 1, "only the MCP request counts"
+    assert telemetry.spans() == [], "nothing was classified"
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 1
+
+
+async def test_the_path_setting_wins_over_what_is_found() -> None:
+    app, telemetry = app_with_health_route(paths=("/healthz",))
+    async with running(app) as client:
+        await client.post("/tools/mcp", json=initialize_request(), headers=session_headers(None))
+        await client.get("/healthz")
+
+    assert app.paths == frozenset({"/healthz"})
+    assert telemetry.metric_total(METRIC_REQUESTS) == 1
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 0, "the MCP route was not watched"
+
+
+async def test_an_app_whose_endpoint_cannot_be_found_is_watched_on_every_path() -> None:
+    server = MCPServer("opaque")
+    inner = server.streamable_http_app(json_response=True)
+
+    async def opaque(scope: Any, receive: Any, send: Any) -> None:  # hides its routes
+        await inner(scope, receive, send)
+
+    app = SessionRegistryMiddleware(opaque, session_manager=server.session_manager,
+                                    config=RegistryConfig(worker_id="w", hash_key=HASH_KEY))
+
+    assert app.paths is None
