@@ -78,8 +78,12 @@ FORWARD_FAILURE: Final = "mcp_registry_forward_failure"
 FORWARD_REFUSAL: Final = "mcp_registry_forward_refusal"
 FROM_WORKER: Final = "mcp_registry_forward_from_worker"
 OPERATION: Final = "mcp_registry_redis_operation"
+MISSING: Final = f'{STATUS}="missing"'
+ID_CARRIED: Final = f'{STATUS}!="missing"'
+"""Requests that carried an id (every classification but `missing`)."""
 LEGIT: Final = f'{LEGITIMATE}="true"'
-NOT_LEGIT: Final = f'{LEGITIMATE}="false"'
+NOT_LEGIT: Final = f'{LEGITIMATE}="false", {ID_CARRIED}'
+"""Ids this deployment never issued (fabricated, malformed); `missing` requests carry no id at all."""
 LEGACY: Final = f'{ERA}="legacy"'
 
 FABRICATED_TRACES: Final = (
@@ -247,7 +251,7 @@ def reuse_row() -> Iterator[dash.Row | dash.Panel | timeseries.Panel | stat.Pane
 
 
 def ids_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
-    not_local = f'{STATUS}!="local"'
+    not_local = f'{STATUS}!~"local|missing"'
     yield dash.Row("Session ids that were not the worker's own: legitimate, fabricated or malformed")
     yield (
         graph(
@@ -294,6 +298,14 @@ def ids_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
         "Requests carrying an id this deployment never issued. A steady trickle is clients with "
         "stale state after a long outage; a burst is someone guessing ids.",
         promql("A", f"sum(increase({LOOKUPS}{sel(NOT_LEGIT)}[$__range]))", "illegitimate"),
+        unit="short",
+    )
+    yield single_stat(
+        "Requests missing their session id",
+        "Requests a stateful worker could only serve with an mcp-session-id but that carried none (not an "
+        "initialize): the SDK answers 400. Above 0, a client or a gateway in front of the server drops the "
+        "header (LiteLLM issue #25128): users will see empty tool lists before they report it.",
+        promql("A", f"sum(increase({LOOKUPS}{sel(MISSING)}[$__range]))", "missing"),
         unit="short",
     )
     yield single_stat(

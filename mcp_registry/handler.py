@@ -366,8 +366,13 @@ class SessionRegistryMiddleware:
 
 
     async def _without_id(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A request with no id: on a stateful manager a POST may open a session; capture it."""
-        if self._view.stateless or scope["method"] != "POST":
+        """A request with no id: on a stateful manager a POST may open a session (captured), anything
+        else that is not an `initialize` is `missing` its id (a client or gateway that dropped it)."""
+        if self._view.stateless:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            self._stats.lookups[(Status.MISSING, Action.PASS)] += 1
             await self.app(scope, receive, send)
             return
         teed = bytearray()
@@ -380,11 +385,15 @@ class SessionRegistryMiddleware:
             return message
 
         async def send_capturing(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                new_id = _response_session_id(message)
-                if new_id is not None and new_id in self._view.live and self.runtime.book.get(new_id) is None:
-                    params = initialize_params(bytes(teed)) if len(teed) <= limit else None
-                    self.runtime.opened(new_id, ClientInfo.from_initialize(params))
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                params = initialize_params(bytes(teed)) if len(teed) <= limit else None
+                if status < 400:
+                    new_id = _response_session_id(message)
+                    if new_id is not None and new_id in self._view.live and self.runtime.book.get(new_id) is None:
+                        self.runtime.opened(new_id, ClientInfo.from_initialize(params))
+                elif status == 400 and params is None:  # the SDK's "Missing session ID"
+                    self._stats.lookups[(Status.MISSING, Action.PASS)] += 1
             await send(message)
 
         await self.app(scope, receive_teeing, send_capturing)

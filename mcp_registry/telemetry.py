@@ -80,6 +80,9 @@ class Status(StrEnum):
     FABRICATED = "fabricated"
     MALFORMED = "malformed"
     UNVERIFIED = "unverified"
+    MISSING = "missing"
+    """No id at all on a request a stateful worker can only serve with one (not an `initialize`): a client
+    or gateway that drops `mcp-session-id`. Not legitimate."""
 
     @property
     def legitimate(self) -> bool | None:

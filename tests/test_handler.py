@@ -439,3 +439,29 @@ async def test_an_app_whose_endpoint_cannot_be_found_is_watched_on_every_path() 
                                     config=RegistryConfig(worker_id="w", hash_key=HASH_KEY))
 
     assert app.paths is None
+
+
+# --- the `missing` class: a stateful worker asked to serve a session request with no id ----------
+async def test_a_request_with_no_id_that_is_not_an_initialize_is_missing() -> None:
+    app, telemetry = build_app()
+    async with running(app) as client:
+        opened = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+        call = await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 2}), headers=session_headers(None))
+        stream = await client.get("/mcp", headers={**session_headers(None), "accept": "text/event-stream"})
+
+    assert opened.status_code == 200, "an initialize without an id is how a session starts: not missing"
+    assert call.status_code == 400, "the SDK's own answer: Missing session ID"
+    assert stream.status_code == 400
+    assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="missing") == 2
+    assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="missing",
+                                  mcp_registry__session__legitimate=False) == 2
+    assert telemetry.spans() == []
+
+
+async def test_a_stateless_worker_never_counts_a_request_as_missing() -> None:
+    app, telemetry = build_app(stateless=True)
+    async with running(app) as client:
+        call = await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 2}), headers=session_headers(None))
+
+    assert call.status_code == 200
+    assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="missing") == 0

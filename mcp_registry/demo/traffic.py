@@ -6,7 +6,8 @@ Four kinds of client run side by side until a deadline (and never past a request
   tools; its requests hop between workers, a hop gets the SDK's 404 "Session not found",
   and the client opens a new session, as a spec-following client does;
 - raw-HTTP clients sending made-up ids (never issued) and malformed ids (empty, too long,
-  non-ASCII, two different values), and DELETEs of made-up sessions;
+  non-ASCII, two different values), DELETEs of made-up sessions, and calls with no id at all
+  (what a gateway that drops `mcp-session-id` sends);
 - modern clients speaking the sessionless 2026-07-28 revision (`mode="2026-07-28"`).
 
 `drive_traffic` fills a `TrafficSummary` as it goes, so a caller can show progress.
@@ -62,6 +63,8 @@ class TrafficSummary:
     """Requests carrying a malformed session id."""
     deletes_sent: int = 0
     """Explicit DELETEs with a made-up or malformed id."""
+    missing_sent: int = 0
+    """Non-initialize requests with no session id at all (what a gateway that drops the header sends)."""
     errors: int = 0
     """Anything else that failed (timeouts, connection errors, unexpected answers)."""
     served_by: Counter[str] = field(default_factory=Counter)
@@ -216,6 +219,7 @@ def _raw_requests(n: int) -> _RawRequest:
         ("malformed", "POST", [(sid, "séance-✓".encode())], tools_list),
         ("malformed", "POST", [(sid, made_up), (sid, secrets.token_hex(16).encode())], tools_list),
         ("malformed", "DELETE", [(sid, b"two words")], None),
+        ("missing", "POST", [], tools_list),  # a gateway that dropped mcp-session-id
     ]
     return variants[n % len(variants)]
 
@@ -239,6 +243,8 @@ async def _raw_client(
                 summary.fabricated_sent += 1
             elif kind == "malformed":
                 summary.malformed_sent += 1
+            elif kind == "missing":
+                summary.missing_sent += 1
             if method == "DELETE":
                 summary.deletes_sent += 1
         await anyio.sleep(plan.think_seconds * 5)

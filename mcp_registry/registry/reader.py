@@ -39,7 +39,7 @@ CHURN_FACTOR: Final = 3
 """A client is `churning` when it opened at least `CHURN_MIN_SESSIONS` sessions and at least
 `CHURN_FACTOR` times the median of what the other clients opened."""
 
-_NOT_LEGITIMATE: Final = frozenset({Status.FABRICATED.value, Status.MALFORMED.value})
+_NOT_LEGITIMATE: Final = frozenset(s.value for s in Status if s.legitimate is False)
 _LEGITIMATE: Final = frozenset(s.value for s in Status if s.legitimate)
 _LIFE_BOUNDS: Final = {**{str(b): float(b) for b in LIFETIME_BUCKETS}, "inf": math.inf}
 """`life|<le>` field suffix -> upper bound of the bucket (seconds)."""

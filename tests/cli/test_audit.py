@@ -22,7 +22,7 @@ from mcp_registry.registry import keys
 
 PREFIX = "mcpreg"
 K = keys.KeySchema(PREFIX)
-CLASSIFICATIONS = {"local", "cross_worker", "expired", "fabricated", "malformed", "unverified"}
+CLASSIFICATIONS = {"local", "cross_worker", "expired", "fabricated", "malformed", "unverified", "missing"}
 
 
 @pytest.fixture

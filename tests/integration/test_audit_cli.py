@@ -99,7 +99,7 @@ def test_json_reports_the_seeded_counts(seeded: RedisServer) -> None:
     assert doc["window_seconds"] == 600
     assert {k: doc["sessions"][k] for k in ("created", "ended", "live")} == {"created": 6, "ended": 3, "live": 3}
     assert doc["lookups"] == {
-        "local": 0, "cross_worker": 7, "expired": 0, "fabricated": 5, "malformed": 2, "unverified": 0,
+        "local": 0, "cross_worker": 7, "expired": 0, "fabricated": 5, "malformed": 2, "unverified": 0, "missing": 0,
     }  # fmt: skip
     assert doc["cross_worker_reuse"] == [
         {"origin": "A", "serving": "B", "count": 6},
@@ -219,6 +219,7 @@ def test_json_counts_exactly_the_traffic_two_real_workers_saw(
         assert post(client, b, call, session).status_code == 404  # worker-1 never issued it
         assert post(client, a, call, "made-up-0123456789abcdef").status_code == 404
         assert post(client, b, call, "has spaces, not an id").status_code == 404
+        assert post(client, a, call).status_code == 400  # no id at all: a gateway dropped it (missing)
         deleted = client.delete(a + "/mcp", headers={**MCP_HEADERS, "mcp-session-id": session,
                                                      "mcp-protocol-version": LEGACY_VERSION})  # fmt: skip
         assert deleted.status_code == 200
@@ -226,14 +227,15 @@ def test_json_counts_exactly_the_traffic_two_real_workers_saw(
     def settled(doc: dict[str, Any]) -> bool:
         lookups = doc["lookups"]
         return bool(doc["sessions"]["ended"] == 1 and lookups["cross_worker"] + lookups["unverified"] >= 1
-                    and lookups["fabricated"] + lookups["unverified"] >= 1 and lookups["malformed"] == 1)  # fmt: skip
+                    and lookups["fabricated"] + lookups["unverified"] >= 1 and lookups["malformed"] == 1
+                    and lookups["missing"] == 1)  # fmt: skip
 
     doc = poll(lambda: audit_json(redis_server.url), settled, bound=20)
     sessions = doc["sessions"]
     assert (sessions["created"], sessions["ended"], sessions["live"]) == (1, 1, 0)
     assert sessions["ended_by_reason"]["deleted"] == 1
-    assert {k: doc["lookups"][k] for k in ("cross_worker", "fabricated", "malformed", "unverified")} == {
-        "cross_worker": 1, "fabricated": 1, "malformed": 1, "unverified": 0,
+    assert {k: doc["lookups"][k] for k in ("cross_worker", "fabricated", "malformed", "unverified", "missing")} == {
+        "cross_worker": 1, "fabricated": 1, "malformed": 1, "unverified": 0, "missing": 1,
     }  # fmt: skip
     assert doc["lookup_actions"]["reject"] == 3
     assert doc["cross_worker_reuse"] == [{"origin": "worker-0", "serving": "worker-1", "count": 1}]

@@ -88,7 +88,7 @@ async def test_counts_sum_every_minute_of_the_window(redis: Redis) -> None:
     assert (sessions["created"], sessions["ended"], sessions["live"]) == (6, 3, 3)
     assert sessions["ended_by_reason"] == {"deleted": 2, "idle": 1, "shutdown": 0, "worker_lost": 0}
     assert doc["lookups"] == {
-        "local": 40, "cross_worker": 6, "expired": 1, "fabricated": 2, "malformed": 3, "unverified": 0,
+        "local": 40, "cross_worker": 6, "expired": 1, "fabricated": 2, "malformed": 3, "unverified": 0, "missing": 0,
     }  # fmt: skip
     assert doc["lookup_actions"] == {"pass": 40, "strip": 3, "ack_delete": 1, "reject": 8, "forward": 0}
     assert doc["lookup_legitimacy"] == {"legitimate": 47, "not_legitimate": 5, "unverified": 0}
@@ -253,7 +253,7 @@ async def test_an_empty_registry_has_no_data(redis: Redis) -> None:
     report = await audit(redis)
     assert not report.has_data
     assert report.to_json()["lookups"] == dict.fromkeys(
-        ("local", "cross_worker", "expired", "fabricated", "malformed", "unverified"), 0
+        ("local", "cross_worker", "expired", "fabricated", "malformed", "unverified", "missing"), 0
     )
 
 
