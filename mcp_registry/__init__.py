@@ -3,7 +3,7 @@
 Wrap the SDK's Streamable HTTP app::
 
     server = MCPServer("demo")
-    app = SessionRegistryMiddleware(server.streamable_http_app(), session_manager=server.session_manager)
+    app = SessionRegistryMiddleware(server.streamable_http_app())   # finds server.session_manager
 
 Configuration comes from `RegistryConfig` (or the `MCP_SESSION_*` variables when `config` is None).
 """

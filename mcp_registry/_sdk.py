@@ -12,7 +12,7 @@ re-keys the new session under the sealed id before any request can see it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,32 +58,43 @@ def issue_ids_with(manager: StreamableHTTPSessionManager, make_id: Callable[[str
     manager._admit_session = admit_with_our_id  # type: ignore[method-assign]
 
 
-def endpoint_paths(app: object, manager: StreamableHTTPSessionManager) -> frozenset[str] | None:
-    """The paths at which `app` serves `manager`'s Streamable HTTP endpoint, or None if none is found.
+def _endpoints(app: object) -> Iterator[tuple[str, object]]:
+    """`(path, endpoint)` of every route reachable from `app`: through middleware (`.app`), routers
+    (`.routes`) and mounts (their path prefixes), as an ASGI app built with Starlette exposes them."""
 
-    Walks what an ASGI app built with Starlette exposes: middleware (`.app`), routers (`.routes`),
-    mounts (their path prefixes) and routes whose endpoint holds `manager` (the SDK's
-    `StreamableHTTPASGIApp`). Each path is given with and without a trailing slash.
-    """
-    found: set[str] = set()
-
-    def walk(node: object, prefix: str, depth: int) -> None:
+    def walk(node: object, prefix: str, depth: int) -> Iterator[tuple[str, object]]:
         if node is None or depth > 16:
             return
         routes = getattr(node, "routes", None)
-        if isinstance(routes, list):
-            for route in routes:
-                path = getattr(route, "path", "")
-                if not isinstance(path, str):
-                    continue
-                if getattr(getattr(route, "endpoint", None), "session_manager", None) is manager:
-                    found.add(prefix + path)
-                elif getattr(route, "routes", None) is not None or type(route).__name__ == "Mount":
-                    walk(getattr(route, "app", None), prefix + path, depth + 1)
+        if not isinstance(routes, list):
+            yield from walk(getattr(node, "app", None), prefix, depth + 1)
             return
-        walk(getattr(node, "app", None), prefix, depth + 1)
+        for route in routes:
+            path = getattr(route, "path", "")
+            if not isinstance(path, str):
+                continue
+            endpoint = getattr(route, "endpoint", None)
+            if endpoint is not None:
+                yield prefix + path, endpoint
+            elif getattr(route, "routes", None) is not None or type(route).__name__ == "Mount":
+                yield from walk(getattr(route, "app", None), prefix + path, depth + 1)
 
-    walk(app, "", 0)
+    yield from walk(app, "", 0)
+
+
+def find_manager(app: object) -> StreamableHTTPSessionManager | None:
+    """The SDK session manager behind `app`'s Streamable HTTP route, if there is exactly one."""
+    managers = {id(m): m for _, e in _endpoints(app)
+                if isinstance(m := getattr(e, "session_manager", None), StreamableHTTPSessionManager)}
+    return next(iter(managers.values())) if len(managers) == 1 else None
+
+
+def endpoint_paths(app: object, manager: StreamableHTTPSessionManager) -> frozenset[str] | None:
+    """The paths at which `app` serves `manager`'s Streamable HTTP endpoint, or None if none is found.
+
+    Each path is given with and without a trailing slash.
+    """
+    found = {path for path, endpoint in _endpoints(app) if getattr(endpoint, "session_manager", None) is manager}
     if not found:
         return None
     return frozenset({path.rstrip("/") or "/" for path in found} | {path.rstrip("/") + "/" for path in found})

@@ -28,7 +28,7 @@ from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
-from mcp_registry._sdk import ManagerView, endpoint_paths, issue_ids_with
+from mcp_registry._sdk import ManagerView, endpoint_paths, find_manager, issue_ids_with
 from mcp_registry.config import ConfigError, Continuity, RegistryConfig
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
 from mcp_registry.continuity.sealed_id import Route, Shape
@@ -73,6 +73,10 @@ _NO_SESSION: Final = b"malformed-session-id"
 class SessionRegistryMiddleware:
     """Wrap an ASGI app built on the SDK's `StreamableHTTPSessionManager`.
 
+    `session_manager=None` finds the manager behind the app's Streamable HTTP route (an app built by
+    `MCPServer.streamable_http_app()`, also mounted in a larger Starlette app); pass it when the app
+    hides its routes.
+
     `config=None` reads the `MCP_SESSION_*` environment variables; an invalid value raises
     `ConfigError` here, at start-up. Background work runs inside the ASGI lifespan; an app
     whose server sends no lifespan events can run it with `async with middleware.running():`.
@@ -82,13 +86,20 @@ class SessionRegistryMiddleware:
         self,
         app: ASGIApp,
         *,
-        session_manager: StreamableHTTPSessionManager,
+        session_manager: StreamableHTTPSessionManager | None = None,
         config: RegistryConfig | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.app = app
         self.config = config if config is not None else RegistryConfig.from_env()
+        if session_manager is None:
+            session_manager = find_manager(app)
+            if session_manager is None:
+                raise ConfigError(
+                    "SessionRegistryMiddleware found no MCP session manager in the app's routes: pass "
+                    "session_manager= (e.g. session_manager=server.session_manager)"
+                )
         self._view = ManagerView.of(session_manager)
         self.runtime = WorkerRuntime(
             self.config, self._view, tracer_provider=tracer_provider, meter_provider=meter_provider

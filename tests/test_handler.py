@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from mcp_registry import RegistryConfig, SessionRegistryMiddleware, StalePolicy
+from mcp_registry import ConfigError, RegistryConfig, SessionRegistryMiddleware, StalePolicy
 from mcp_registry.telemetry import (
     ATTR_ACTION,
     ATTR_ID_HASH,
@@ -465,3 +465,36 @@ async def test_a_stateless_worker_never_counts_a_request_as_missing() -> None:
 
     assert call.status_code == 200
     assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="missing") == 0
+
+
+# --- finding the session manager ---------------------------------------------------------------------
+async def test_the_manager_is_found_in_the_app_when_none_is_passed() -> None:
+    server = MCPServer("found")
+    telemetry = capture_telemetry()
+    app = SessionRegistryMiddleware(
+        server.streamable_http_app(json_response=True),
+        config=RegistryConfig(worker_id="w", hash_key=HASH_KEY),
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+    )
+    async with running(app) as client:
+        opened = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+        stale = await client.post("/mcp", json=tool_call("add", {"a": 1, "b": 2}), headers=session_headers("gone"))
+
+    assert opened.status_code == 200
+    assert stale.status_code == 404
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 1, "the session of the manager it found was seen"
+
+
+def test_the_manager_is_found_behind_a_mount() -> None:
+    app, _ = app_with_health_route()
+    found = SessionRegistryMiddleware(app.app, config=RegistryConfig(worker_id="w", hash_key=HASH_KEY))
+
+    assert found.paths == frozenset({"/tools/mcp", "/tools/mcp/"})
+
+
+def test_no_manager_found_is_a_config_error_that_says_what_to_pass() -> None:
+    async def opaque(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"pass session_manager="):
+        SessionRegistryMiddleware(opaque, config=RegistryConfig(worker_id="w"))
