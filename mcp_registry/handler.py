@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
 from mcp_registry._sdk import ManagerView, endpoint_paths, find_manager, issue_ids_with
-from mcp_registry.config import ConfigError, Continuity, RegistryConfig
+from mcp_registry.config import ENV_CONTINUITY, ConfigError, Continuity, RegistryConfig
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
 from mcp_registry.continuity.sealed_id import Route, Shape
 from mcp_registry.decision import (
@@ -116,7 +116,13 @@ class SessionRegistryMiddleware:
         self._gone_marks = [*self._owner_marks, (GONE_HEADER, b"1")]
         self.continuity: ContinuityNode | None = None
         if self.config.continuity is Continuity.FORWARD:
-            from mcp_registry.continuity.node import ContinuityNode  # aiohttp: only when continuity is on
+            try:
+                from mcp_registry.continuity.node import ContinuityNode  # aiohttp: only when continuity is on
+            except ImportError as exc:
+                raise ConfigError(
+                    f"{ENV_CONTINUITY}=forward needs the continuity extra ({exc.name} is missing): "
+                    "pip install 'mcp-registry[continuity]'"
+                ) from None
 
             self.continuity = ContinuityNode(self.config, self.runtime.stats, self.runtime.telemetry)
             issue_ids_with(session_manager, self.continuity.seal)
@@ -350,14 +356,14 @@ class SessionRegistryMiddleware:
             await _error(send, 504 if timeout else 502, "The worker that owns this session did not answer in time"
                          if timeout else "The worker that owns this session failed")
 
-    def serve_forwarded(self, scope: Scope, receive: Receive, send: Send, sender: str) -> Awaitable[None]:
-        """Serve a request another worker forwarded here (its hop already verified by the listener).
+    def serve_forwarded(
+        self, scope: Scope, receive: Receive, send: Send, sender: str, session_id: str | None
+    ) -> Awaitable[None]:
+        """Serve a request another worker forwarded here (its hop, for `session_id`, verified by the listener).
 
         Returns the coroutine to await rather than awaiting it: no coroutine frame of its own on the path.
         """
         self._stats.served_for[sender] += 1
-        raw, _ = scan_headers(scope["headers"])
-        session_id = raw.decode("latin-1") if raw is not None else None
         live = session_id is not None and session_id in self._live
         marks = self._owner_marks if live else self._gone_marks
 

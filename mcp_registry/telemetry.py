@@ -321,15 +321,6 @@ def classification(status: Status, *, id_hash: str | None, origin: str | None = 
 def annotate(span: Span, *, status: Status, id_hash: str | None, origin: str | None = None,
              raw_id: str | None = None) -> None:
     """Put an id's classification on a span (ours, or the request's current one)."""
-    if not span.is_recording():
-        return
-    span.set_attribute(ATTR_STATUS, status.value)
-    if (legit := status.legitimate) is not None:
-        span.set_attribute(ATTR_LEGITIMATE, legit)
-    if id_hash is not None:
-        span.set_attribute(ATTR_ID_HASH, id_hash)
-    if origin is not None:
-        span.set_attribute(ATTR_ORIGIN_WORKER, origin)
-    if raw_id is not None:
-        span.set_attribute(ATTR_RAW_SESSION_ID, raw_id)
+    if span.is_recording():
+        span.set_attributes(classification(status, id_hash=id_hash, origin=origin, raw_id=raw_id))
 

@@ -74,3 +74,22 @@ def test_the_demo_says_in_one_line_what_to_install(plain_install: Path) -> None:
         "mcp-registry demo: needs the demo's extra (httpx, uvloop, httptools, aiohttp missing): "
         "pip install 'mcp-registry[cli]'"
     ]
+
+
+@pytest.mark.timeout(900)
+def test_continuity_without_its_extra_says_what_to_install(plain_install: Path) -> None:
+    build = (
+        "from mcp.server.mcpserver import MCPServer\n"
+        "from mcp_registry import SessionRegistryMiddleware\n"
+        "SessionRegistryMiddleware(MCPServer('x').streamable_http_app())\n"
+    )
+    done = subprocess.run(
+        [str(plain_install / "python"), "-c", build], capture_output=True, text=True, timeout=60, check=False,
+        env={"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": "0123456789abcdef0123"},
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mcp_registry.config.ConfigError: MCP_SESSION_CONTINUITY=forward needs the continuity extra "
+        "(aiohttp is missing): pip install 'mcp-registry[continuity]'"
+    )

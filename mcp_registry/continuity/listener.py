@@ -27,8 +27,9 @@ from mcp_registry.telemetry import RequestStats
 
 logger = logging.getLogger(__name__)
 
-ServeForwarded = Callable[[Scope, Receive, Send, str], Awaitable[None]]
-"""Returns the awaitable that serves a verified hop (called, then awaited, by the listener's one frame)."""
+ServeForwarded = Callable[[Scope, Receive, Send, str, str | None], Awaitable[None]]
+"""`serve(scope, receive, send, sender, session_id)` returns the awaitable that serves a verified hop (called,
+then awaited, by the listener's one frame); the listener has read the session id already."""
 GRACEFUL_SECONDS: Final = 10
 """How long a stopping listener lets forwarded requests and streams finish before it cancels them."""
 
@@ -98,7 +99,7 @@ class HopListener:
             return
         scope = dict(scope)
         scope["headers"] = [(n, v) for n, v in scope["headers"] if n not in (HOP_HEADER, HOP_WORKER_HEADER)]
-        await self._serve(scope, receive, send, verdict)
+        await self._serve(scope, receive, send, verdict, session.decode("latin-1") if session is not None else None)
 
 
 def _unlink(path: str) -> None:
