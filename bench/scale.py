@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-from redis.asyncio import Redis
 
 from bench.procs import BenchError, RedisServer
 from mcp_registry.config import RegistryConfig
 from mcp_registry.registry import keys
-from mcp_registry.registry.client import connect
+from mcp_registry.registry.client import RegistryRedis, connect
 from mcp_registry.registry.events import ClientInfo, SessionOpened
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.registry.reader import read_audit
@@ -181,7 +180,7 @@ async def write_by_refresh(url: str, worker: str, count: int) -> float:
 async def _refresh_pass(url: str, worker: str, live: dict[str, object], book: SessionBook) -> float:
     """Run a writer on `book` until its first pass (every live session and the heartbeat) is written."""
     writer, _, _, telemetry = _writer(url, worker, queue_size=16, live=live, book=book)
-    redis: Redis = connect(RegistryConfig(url=url, redis_timeout=5.0))
+    redis: RegistryRedis = connect(RegistryConfig(url=url, redis_timeout=5.0))
     worker_key = keys.KeySchema(PREFIX).worker(worker)
     try:
         await redis.delete(worker_key)

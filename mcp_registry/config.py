@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
-from urllib.parse import urlsplit
 
 ENV_REGISTRY: Final = "MCP_SESSION_REGISTRY"
 ENV_URL: Final = "MCP_SESSION_REGISTRY_URL"
@@ -43,7 +42,6 @@ ENV_PATH: Final = "MCP_SESSION_REGISTRY_PATH"
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
-_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 _ROUTE_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _Num = TypeVar("_Num", int, float)
 
@@ -85,7 +83,9 @@ class RegistryConfig:
     enabled: bool = False
     """Record sessions in Redis (`MCP_SESSION_REGISTRY`)."""
     url: str = "redis://localhost:6379/0"
-    """`redis://`, `rediss://` (TLS) or `unix://` URL (`MCP_SESSION_REGISTRY_URL`)."""
+    """Where the registry lives (`MCP_SESSION_REGISTRY_URL`): `redis://`, `rediss://` (TLS) or `unix://` for one
+    Redis; `redis+cluster://host:port[,host:port…]` (or `rediss+cluster://`) for Redis Cluster;
+    `redis+sentinel://host:port[,host:port…]/SERVICE` (or `rediss+sentinel://`) for Sentinel."""
     prefix: str = "mcpreg"
     """Namespace of every key the registry writes (`MCP_SESSION_REGISTRY_PREFIX`)."""
     worker_id: str = field(default_factory=default_worker_id)
@@ -133,9 +133,13 @@ class RegistryConfig:
     session to its host (`MCP_SESSION_ROUTE_LABEL`): letters, digits, `-`, `_`, at most 16."""
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.url).scheme
-        if scheme not in _REDIS_SCHEMES:
-            raise ConfigError(f"{ENV_URL} must be a redis://, rediss:// or unix:// URL; got scheme {scheme!r}")
+        # Imported here: the URL module is pure, and the registry package imports this one.
+        from mcp_registry.registry.redis_url import parse, redact
+
+        try:
+            parse(self.url)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_URL}={redact(self.url)!r} is not a registry URL: {exc}") from None
         if not self.prefix or any(c in self.prefix for c in "{}\x00 "):
             raise ConfigError(f"{ENV_PREFIX} must be a non-empty key namespace without braces or spaces")
         if not self.worker_id or not self.worker_id.isprintable() or "|" in self.worker_id:

@@ -64,7 +64,7 @@ METRIC_FORWARD_REFUSED: Final = "mcp_registry.forward.refused"
 
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
-DROP_REASONS: Final = ("queue_full", "rate_limited", "backlog_full", "shutdown")
+DROP_REASONS: Final = ("queue_full", "rate_limited", "backlog_full", "shutdown", "misconfigured")
 """Why the registry drops an event: queue full (at submit), lookup rate limit, pending backlog over its bound,
 shutdown before it could be written."""
 REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap")

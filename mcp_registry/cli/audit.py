@@ -25,16 +25,16 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from mcp_registry.config import ENV_PREFIX, ENV_URL, ConfigError, RegistryConfig
-from mcp_registry.registry.client import connect
+from mcp_registry.registry import redis_url
+from mcp_registry.registry.client import REDIS_ERRORS, RedisMisconfigured, connect, first_contact
 from mcp_registry.registry.reader import AuditReport, read_audit
+from mcp_registry.registry.redis_url import redact
 from mcp_registry.telemetry import Status
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
@@ -122,9 +122,9 @@ def run_audit(url: str, *, prefix: str, since: float | None, as_json: bool, cons
         _check_window(window)
         config = _config(url, prefix)
         report = asyncio.run(_read(config, window))
-    except (AuditInputError, ConfigError) as exc:
+    except (AuditInputError, ConfigError, RedisMisconfigured) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         return _fail(f"cannot read the registry at {redact(url)}: {_reason(exc)}", EXIT_REDIS)
     if not report.has_data:
         return _fail(
@@ -152,17 +152,10 @@ def _check_window(seconds: float) -> None:
 
 def _config(url: str, prefix: str) -> RegistryConfig:
     """The registry settings the audit uses: the environment's, with its own URL and prefix checked first."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
-        raise AuditInputError(
-            f"invalid Redis URL {redact(url)!r}: use redis://host:port/db, rediss://... or unix:///path"
-        )
     try:
-        _ = parts.port
-    except ValueError:
-        raise AuditInputError(f"invalid Redis URL {redact(url)!r}: the port is not a number") from None
-    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise AuditInputError(f"invalid Redis URL {redact(url)!r}: the database must be a number")
+        redis_url.parse(url.strip())
+    except ValueError as exc:
+        raise AuditInputError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
     if not prefix or any(c in prefix for c in "{}| ") or not prefix.isprintable():
         raise AuditInputError(f"invalid prefix {prefix!r}: a non-empty key namespace without braces, '|' or spaces")
     return RegistryConfig.from_env(url=url.strip(), prefix=prefix, redis_timeout=REDIS_TIMEOUT_SECONDS)
@@ -174,6 +167,7 @@ async def _read(config: RegistryConfig, window: float) -> AuditReport:
     except ValueError as exc:  # redis-py's own URL parsing
         raise AuditInputError(f"invalid Redis URL {redact(config.url)!r}: {exc}") from None
     try:
+        await first_contact(client, config)
         return await read_audit(
             client,
             prefix=config.prefix,
@@ -193,20 +187,6 @@ def _fail(message: str, status: int) -> int:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def redact(url: str) -> str:
-    """The URL without its password (URLs are shown in messages and headers)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 # --- human output ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -46,20 +47,20 @@ def redis_server_on_path() -> str | None:
     return shutil.which("redis-server")
 
 
-def ping(port: int, *, timeout: float = 0.25) -> bool:
-    """Whether something on 127.0.0.1:`port` answers a RESP `PING` with `+PONG` within `timeout`."""
+def ping(port: int, *, timeout: float = 0.25, host: str = HOST) -> bool:
+    """Whether something on `host`:`port` answers a RESP `PING` with `+PONG` within `timeout`."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def server_pid(port: int, *, timeout: float = 0.25) -> int | None:
-    """The `process_id` that the Redis on 127.0.0.1:`port` reports in `INFO server`, if any."""
+def server_pid(port: int, *, timeout: float = 0.25, host: str = HOST) -> int | None:
+    """The `process_id` that the Redis on `host`:`port` reports in `INFO server`, if any."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             reply = b""
             while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
@@ -78,7 +79,9 @@ class RedisServer:
 
     `embedded=None` (the default) uses `redis-server` from PATH when there is one and fakeredis
     otherwise; `True`/`False` force the choice (`False` without a `redis-server` raises
-    `FileNotFoundError`).
+    `FileNotFoundError`). A real server can listen on another loopback `host` (a second "machine")
+    and take extra `args` (cluster or replication settings) and a `config` file's text (written to its
+directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentinel`.
     """
 
     def __init__(
@@ -88,15 +91,24 @@ class RedisServer:
         embedded: bool | None = None,
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
+        host: str = HOST,
+        args: Sequence[str] = (),
+        config: str | None = None,
+        executable: str | None = None,
     ) -> None:
-        executable = redis_server_on_path()
+        executable = executable or redis_server_on_path()
         if embedded is None:
             embedded = executable is None
         if not embedded and executable is None:
             raise FileNotFoundError("redis-server is not on PATH; install Redis or use embedded=True")
         self.embedded: bool = embedded
         self._executable = executable
-        self.port: int = port if port is not None else _process.free_ports(1)[0]
+        if embedded and (host != HOST or args or config):
+            raise ValueError("the embedded fakeredis server listens on 127.0.0.1 with no extra arguments")
+        self.host = host
+        self._args = list(args)
+        self._config = config
+        self.port: int = port if port is not None else _process.free_ports(1, host)[0]
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -104,7 +116,18 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        """The server's own directory (its log, and e.g. a cluster's `nodes.conf`)."""
+        if self._dir is None:
+            raise RuntimeError("the Redis server has not been started")
+        return Path(self._dir.name)
 
     @property
     def pid(self) -> int | None:
@@ -112,16 +135,14 @@ class RedisServer:
 
     @property
     def log_path(self) -> Path:
-        if self._dir is None:
-            raise RuntimeError("the Redis server has not been started")
-        return Path(self._dir.name) / "redis.log"
+        return self.workdir / "redis.log"
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def ping(self) -> bool:
         """Whether the server answers PING right now (False while it is paused or dead)."""
-        return ping(self.port)
+        return ping(self.port, host=self.host)
 
     def start(self) -> Self:
         """Start the server and wait (bounded) until it answers PING."""
@@ -129,6 +150,8 @@ class RedisServer:
             raise RuntimeError("the Redis server is already running")
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="mcp-registry-redis-")
+            if self._config is not None:
+                (self.workdir / "redis.conf").write_text(self._config)
         self._proc = _process.spawn(self._command(), env=os.environ, log_path=self.log_path)
         try:
             _process.wait_ready(
@@ -163,7 +186,8 @@ class RedisServer:
         _process.wait_stopped(self._signal(signal.SIGCONT), False)
 
     def restart(self) -> None:
-        """Stop and start again on the same port, with an empty dataset."""
+        """Stop and start again on the same port, with an empty dataset (a cluster node keeps its
+        `nodes.conf`, so it rejoins its cluster)."""
         if self._proc is not None:
             _process.terminate(self._proc, timeout=self._stop_timeout)
         self.start()
@@ -181,7 +205,7 @@ class RedisServer:
         assert self._proc is not None
         if self.embedded:
             return b"READY" in self.log_path.read_bytes() and self.ping()
-        return server_pid(self.port) == self._proc.pid
+        return server_pid(self.port, host=self.host) == self._proc.pid
 
     def _signal(self, sig: signal.Signals) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -196,12 +220,14 @@ class RedisServer:
         assert self._dir is not None
         return [
             self._executable,
+            *([str(self.workdir / "redis.conf")] if self._config is not None else []),
             "--port", str(self.port),
-            "--bind", HOST,
+            "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
             "--dir", self._dir.name,
             "--daemonize", "no",
+            *self._args,
         ]  # fmt: skip
 
     def _describe(self) -> str:

@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from mcp_registry.continuity.hop import ForwardFailure
 from mcp_registry.decision import Action
+from mcp_registry.registry.client import RegistryRedis
 from mcp_registry.registry.keys import (
     F_LIFE_COUNT,
     F_LIFE_SUM_MS,
@@ -223,7 +222,9 @@ class AuditReport:
         }
 
 
-async def read_audit(redis: Redis, *, prefix: str, since_seconds: float, now: float, session_ttl: int) -> AuditReport:
+async def read_audit(
+    redis: RegistryRedis, *, prefix: str, since_seconds: float, now: float, session_ttl: int
+) -> AuditReport:
     """Read the window `[now - since_seconds, now]` (whole minutes) of the registry under `prefix`.
 
     A worker is alive when its heartbeat is newer than `now - session_ttl`; the sessions of a
@@ -261,7 +262,7 @@ async def read_audit(redis: Redis, *, prefix: str, since_seconds: float, now: fl
 
 
 async def _read_minutes(
-    client: Redis, keys: KeySchema, minutes: list[int]
+    client: RegistryRedis, keys: KeySchema, minutes: list[int]
 ) -> tuple[dict[str, float], list[Mapping[Any, Any]]]:
     """The `P:workers` zset and the minute hashes, in pipelines of at most a day each."""
     hashes: list[Mapping[Any, Any]] = []
@@ -280,7 +281,7 @@ async def _read_minutes(
     return heartbeats, hashes
 
 
-async def _read_live(client: Redis, keys: KeySchema, workers: list[str]) -> dict[str, int]:
+async def _read_live(client: RegistryRedis, keys: KeySchema, workers: list[str]) -> dict[str, int]:
     if not workers:
         return {}
     async with client.pipeline(transaction=False) as pipe:

@@ -28,12 +28,19 @@ from typing import Any, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mcp_registry.config import RegistryConfig
 from mcp_registry.registry import keys
-from mcp_registry.registry.client import connect
+from mcp_registry.registry.client import (
+    REDIS_ERRORS,
+    RedisMisconfigured,
+    RegistryRedis,
+    after_failure,
+    connect,
+    first_contact,
+    misconfiguration,
+)
 from mcp_registry.registry.events import Event, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.sessions import OwnedSession, SessionBook
@@ -41,7 +48,6 @@ from mcp_registry.telemetry import EndReason, RequestStats, Status, Telemetry, a
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 MAX_BATCH: Final = 512
 """Events taken from the queue in one pass."""
 PIPELINE_CHUNK: Final = 200
@@ -54,6 +60,12 @@ CLIENTS_PER_MINUTE: Final = 100
 """Distinct client labels counted per minute; the rest count as `other` (client names are untrusted)."""
 LOOKUP_CACHE_SIZE: Final = 4096
 LOOKUP_CACHE_SECONDS: Final = 2.0
+REMOVE_IF_STALE: Final = """
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) < tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+"""Remove worker ARGV[1] from the workers zset if its heartbeat is older than ARGV[2]."""
 BACKOFF_FIRST: Final = 0.1
 BACKOFF_MAX: Final = 5.0
 
@@ -105,7 +117,7 @@ class RegistryWriter:
         stats: RequestStats,
         telemetry: Telemetry,
         hasher: IdHasher,
-        redis_factory: Callable[[RegistryConfig], Redis] = connect,
+        redis_factory: Callable[[RegistryConfig], RegistryRedis] = connect,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -142,6 +154,10 @@ class RegistryWriter:
         self._dropped_at_down = 0
         self._started_at = wall()
         self._running = False
+        self._contacted = False
+        self._reap_after = 0.0
+        """No reaping before this (monotonic): after an outage, the others come back too."""
+        self._misconfigured: RedisMisconfigured | None = None
 
     # --- the request side: never blocks, never raises ----------------------------------------
     def submit(self, event: Event) -> bool:
@@ -176,7 +192,11 @@ class RegistryWriter:
                 try:
                     await self._work(redis, final=closed)
                 except REDIS_ERRORS as exc:
-                    self._failed(exc)
+                    if (wrong := misconfiguration(redis, self._config, exc)) is not None:
+                        self._give_up(wrong)
+                    else:
+                        self._failed(exc)
+                        await after_failure(redis)
                 except Exception:  # the writer must outlive any bug of its own
                     logger.exception("mcp_registry writer failed; retrying after back-off")
                     self._failed(None)
@@ -243,13 +263,19 @@ class RegistryWriter:
                 self._drop([self._closed.pop(0)], "backlog_full")
 
     # --- one pass of Redis work ----------------------------------------------------------------
-    async def _work(self, redis: Redis, *, final: bool) -> None:
+    async def _work(self, redis: RegistryRedis, *, final: bool) -> None:
+        if self._misconfigured is not None:
+            self._abandon_pending("misconfigured")
+            return
         now = self._monotonic()
         if not final and now < self._backoff_until:
             # Redis is in back-off: nobody waits for a lookup that cannot happen.
             self._finish_unverified(self._lookups)
             self._lookups.clear()
             return
+        if not self._contacted:
+            await first_contact(redis, self._config)
+            self._contacted = True
         refresh_due = final or now >= self._next_refresh
         if self._down_since is not None or self._hasher.key is None or (refresh_due and not final):
             # Also once per refresh: an `allkeys-*` eviction policy may have taken the key.
@@ -264,7 +290,7 @@ class RegistryWriter:
             self._next_refresh = now + self._config.refresh_seconds
         self._recovered()
 
-    async def _agree_key(self, redis: Redis) -> None:
+    async def _agree_key(self, redis: RegistryRedis) -> None:
         """Obtain the deployment's hash key: configured, or agreed once through Redis (SET NX).
 
         Re-seeded after an outage and on every refresh, so a Redis that restarted empty or evicted
@@ -290,7 +316,7 @@ class RegistryWriter:
         if self._down_since is not None:
             self._next_refresh, self._refresh_all = 0.0, True  # re-assert every live session now
 
-    async def _resolve_lookups(self, redis: Redis, now: float, *, everything: bool) -> None:
+    async def _resolve_lookups(self, redis: RegistryRedis, now: float, *, everything: bool) -> None:
         if not self._lookups:
             return
         due: list[StaleSeen] = []
@@ -345,7 +371,7 @@ class RegistryWriter:
             return Status.EXPIRED, origin
         return Status.FABRICATED, None
 
-    async def _write_events(self, redis: Redis) -> None:
+    async def _write_events(self, redis: RegistryRedis) -> None:
         if not self._opened and not self._closed:
             return
         ttl, retention = self._config.session_ttl_seconds, self._config.retention_seconds
@@ -360,7 +386,7 @@ class RegistryWriter:
         await self._execute(pipe, "sessions", batch=len(self._opened) + len(self._closed))
         self._opened, self._closed = [], []
 
-    async def _flush_counters(self, redis: Redis) -> None:
+    async def _flush_counters(self, redis: RegistryRedis) -> None:
         stats_now = self._stats_fields()
         deltas = Counter(self._counters)
         minute = keys.minute_of(self._wall())
@@ -369,15 +395,25 @@ class RegistryWriter:
                 deltas[(minute, name)] += delta
         if not deltas:
             return
-        pipe = redis.pipeline(transaction=False)
+        # One pipeline per minute hash: each is one key, so one slot and one node of a cluster, and
+        # a minute is pending until its pipeline has succeeded: a node that fails mid-flush never
+        # gets another minute's increments sent twice.
+        by_minute: dict[int, list[tuple[str, int]]] = {}
         for (m, name), value in sorted(deltas.items()):
-            pipe.hincrby(self._keys.minute(m), name, value)
-        for m in sorted({m for m, _ in deltas}):
+            by_minute.setdefault(m, []).append((name, value))
+        for m, fields in by_minute.items():
+            pipe = redis.pipeline(transaction=False)
+            for name, value in fields:
+                pipe.hincrby(self._keys.minute(m), name, value)
             pipe.expire(self._keys.minute(m), self._config.retention_seconds)
-        await self._execute(pipe, "counters", batch=len(deltas))
-        self._counters.clear()
+            await self._execute(pipe, "counters", batch=len(fields))
+            for name, _ in fields:
+                self._counters.pop((m, name), None)
+            self._client_fields.pop(m, None)
+            if m == minute:
+                self._flushed_stats = stats_now
+        self._counters.clear()  # (all sent; a minute's stats deltas can only go to `minute`)
         self._client_fields.clear()
-        self._flushed_stats = stats_now
 
     def _stats_fields(self) -> dict[str, int]:
         """The request-path counts as per-minute counter fields (cumulative)."""
@@ -394,7 +430,7 @@ class RegistryWriter:
             fields[keys.f_forward_failed(self._worker, reason)] = count
         return fields
 
-    async def _refresh(self, redis: Redis, *, final: bool) -> None:
+    async def _refresh(self, redis: RegistryRedis, *, final: bool) -> None:
         """Sliding expiry of live sessions, the heartbeat, and reaping of lost workers.
 
         A session key lives three intervals; each is re-asserted once it is 1.5 intervals old, so
@@ -430,18 +466,21 @@ class RegistryWriter:
         for session in due:
             session.refreshed_at = now_mono
         self._refresh_all = False
-        if not final and (lost := [w for w in replies[-1] if w != self._worker]):
-            await self._reap(redis, lost)
+        reaping = not final and self._down_since is None and now_mono >= self._reap_after
+        if reaping and (lost := [w for w in replies[-1] if w != self._worker]):
+            await self._reap(redis, lost, now - ttl)
 
-    async def _reap(self, redis: Redis, lost: Sequence[str]) -> None:
+    async def _reap(self, redis: RegistryRedis, lost: Sequence[str], stale_before: float) -> None:
         """Record the sessions of workers that stopped heart-beating as ended (`worker_lost`).
 
-        `ZREM` decides which live worker does it, so each lost worker is counted once.
+        The removal from `P:workers` decides which live worker does it, so each lost worker is
+        counted once; it is atomic with the check that the heartbeat is still stale (one key, so
+        one slot of a cluster), so a worker that heart-beats again meanwhile is not reaped.
         """
         for worker in lost:
             worker_key = self._keys.worker(worker)
             pipe = redis.pipeline(transaction=False)
-            pipe.zrem(self._keys.workers, worker)
+            pipe.eval(REMOVE_IF_STALE, 1, self._keys.workers, worker, stale_before)
             pipe.hget(worker_key, "live")
             removed, live = await self._execute(pipe, "reap")
             if removed and live and int(live) > 0:
@@ -482,6 +521,9 @@ class RegistryWriter:
     def _recovered(self) -> None:
         self._backoff = 0.0
         if self._down_since is not None:
+            # The outage (or failover) that cut us off probably cut the others off too: give them
+            # one session TTL to heart-beat again before calling them lost.
+            self._reap_after = self._monotonic() + self._config.session_ttl_seconds
             lost = sum(self._stats.dropped.values()) - self._dropped_at_down
             logger.warning(
                 "mcp_registry: Redis is back after %.1fs; %d events were dropped meanwhile",
@@ -489,13 +531,26 @@ class RegistryWriter:
             )
             self._down_since = None
 
+    def _give_up(self, error: RedisMisconfigured) -> None:
+        """The URL names the wrong topology: say how to fix it, once, and stop talking to Redis.
+
+        Requests are unaffected; what the registry would have written is counted as dropped."""
+        self._misconfigured = error
+        logger.error("mcp_registry: the registry is off for this worker: %s; requests are unaffected", error)
+        self._abandon_pending("misconfigured")
+
     def _abandon_pending(self, reason: str) -> None:
-        """At the end of `run()`: whatever could not be written is counted, spans are ended."""
+        """Whatever could not be written is counted, spans are ended (at the end of `run()`, or for good)."""
         self._finish_unverified(self._lookups)
         self._lookups.clear()
         if self._closed:
             self._drop(self._closed, reason)
+        if self._opened and self._misconfigured is not None:
+            self._drop(self._opened, reason)
         self._opened, self._closed = [], []
+        if self._misconfigured is not None:
+            self._counters.clear()
+            self._client_fields.clear()
 
     # --- lookups' outcomes -----------------------------------------------------------------------
     def _cached(self, h: str, now: float) -> _Known | None:

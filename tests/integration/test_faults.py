@@ -35,6 +35,7 @@ import redis
 from mcp import Client
 from mcp_types import TextContent
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import ClusterNode
 
 from mcp_registry.config import (
     ENV_PREFIX,
@@ -48,6 +49,8 @@ from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
 from mcp_registry.registry import keys
+from mcp_registry.registry.redis_url import Topology
+from mcp_registry.registry.redis_url import parse as parse_url
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 
 pytestmark = pytest.mark.integration
@@ -271,11 +274,26 @@ def steady(read: Callable[[], float], *, interval: float, bound: float = RECOVER
         previous = current
 
 
+def sync_redis(registry_url: str) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client of what a registry URL names: one Redis, a Cluster, or Sentinel's master."""
+    target = parse_url(registry_url)
+    if target.topology is Topology.CLUSTER:
+        seeds = [ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]  # (any may be down)
+        return redis.RedisCluster(startup_nodes=seeds, decode_responses=True, socket_timeout=5)
+    if target.topology is Topology.SENTINEL:
+        assert target.service is not None
+        sentinel = redis.Sentinel(list(target.nodes), socket_timeout=5)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.service, decode_responses=True, socket_timeout=5)
+        return master
+    return redis.Redis.from_url(registry_url, decode_responses=True, socket_timeout=5)
+
+
 def session_owners(redis_url: str, session_ids: list[str], hash_key: str | None = None) -> dict[str, str | None]:
     """For each raw id: the worker its live-session key names in Redis (None: no key).
 
     The keys are found with the hash key the workers agreed in Redis, or with `hash_key`."""
-    with redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5) as r:
+    with sync_redis(redis_url) as r:
         key = hash_key if hash_key is not None else r.get(SCHEMA.hash_key)
         if key is None:
             return dict.fromkeys(session_ids)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from redis.crc import key_slot
+
 from mcp_registry.registry import keys
 
 SECRET = "4f9c2d0be1a8473f9a6c3e5d7b2a1f00"
@@ -49,3 +51,12 @@ def test_tombstones_carry_origin_and_end_time() -> None:
     value = keys.tombstone_value("host:12", 1700000000.25)
     assert keys.parse_tombstone(value) == ("host:12", 1700000000.25)
     assert keys.parse_tombstone("legacy-value") == ("legacy-value", None)
+
+
+def test_a_session_key_and_its_tombstone_share_a_cluster_slot() -> None:
+    """A stale-id lookup reads both in one round trip on one node of a Redis Cluster."""
+    schema = keys.KeySchema("p")
+    for session_id in ("a", "9f1c2e", "x" * 200):
+        h = keys.id_hash(b"k" * 32, session_id)
+        assert key_slot(schema.session(h).encode()) == key_slot(schema.tombstone(h).encode())
+    assert len({key_slot(schema.session(keys.id_hash(b"k" * 32, str(i))).encode()) for i in range(50)}) > 40

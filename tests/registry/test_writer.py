@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ import anyio
 import fakeredis
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mcp_registry.config import RegistryConfig
 from mcp_registry.decision import Action
@@ -38,7 +40,10 @@ KEYS = keys.KeySchema("mcpreg")
 class Worker:
     """One worker's writer, book and telemetry, sharing a fake Redis server with other workers."""
 
-    def __init__(self, server: fakeredis.FakeServer, name: str, **config: Any) -> None:
+    def __init__(
+        self, server: fakeredis.FakeServer, name: str, redis_class: type[Redis] = fakeredis.FakeAsyncRedis,
+        **config: Any,
+    ) -> None:
         self.live: dict[str, object] = {}
         config.setdefault("refresh_seconds", 1.0)
         self.config = RegistryConfig(enabled=True, worker_id=name, **config)
@@ -55,6 +60,7 @@ class Worker:
         )
         self.hasher = IdHasher(self.config.hash_key)
         self.server = server
+        self.redis_class = redis_class
         self.writer = RegistryWriter(
             self.config,
             book=self.book,
@@ -65,7 +71,7 @@ class Worker:
         )
 
     def _redis(self, _: RegistryConfig) -> Redis:
-        return fakeredis.FakeAsyncRedis(server=self.server, decode_responses=True)
+        return self.redis_class(server=self.server, decode_responses=True)  # type: ignore[call-arg]
 
     def open(self, session_id: str, client: str = "inspector") -> None:
         self.live[session_id] = object()
@@ -321,4 +327,117 @@ async def test_a_held_session_key_never_lapses_between_refreshes(server: fakered
         deadline = time.monotonic() + 3.0  # ten refresh intervals, three TTLs
         while time.monotonic() < deadline:
             assert await redis.exists(key), "the live key lapsed while its worker held the session"
+            await anyio.sleep(0.05)
+
+
+class ClusterNodeAsPlainRedis(fakeredis.FakeAsyncRedis):
+    """What a `redis://` URL gets from a Redis Cluster node: `INFO cluster` says cluster_enabled:1."""
+
+    async def info(self, section: str | None = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if section == "cluster":
+            return {"cluster_enabled": 1}
+        return dict(await super().info(section, *args, **kwargs))
+
+
+async def test_a_plain_url_at_a_cluster_node_turns_the_registry_off_with_the_fix(
+    server: fakeredis.FakeServer, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = Worker(server, "worker-a", ClusterNodeAsPlainRedis, hash_key=b"k" * 32)
+    caplog.set_level(logging.WARNING, logger="mcp_registry")
+    async with running(a):
+        a.open("s-1")
+        a.stale("made-up")
+        await until(lambda: a.stats.dropped.get("misconfigured", 0) >= 1)
+        a.open("s-2")
+        await until(lambda: a.stats.dropped.get("misconfigured", 0) >= 2)
+        await until(lambda: len(a.captured.spans()) == 1)
+    assert a.statuses() == [("unverified", None)]  # nobody waits for a lookup that will never happen
+    assert await redis.dbsize() == 0  # nothing half-written to the one node
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "reaches a Redis Cluster node" in errors[0]
+    assert "use redis+cluster://host:port" in errors[0]
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
+
+
+class FailsOneMinuteOnce(fakeredis.FakeAsyncRedis):
+    """The first pipeline that touches `key` fails as a cluster pipeline does when the node holding
+    `key` dies: the commands for the other nodes are applied, then the error is raised."""
+
+    key = ""
+    failed = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def failing_once(raise_on_error: bool = True) -> Any:
+            touched = [self.key in map(str, args) for args, _ in pipe.command_stack]
+            if any(touched) and not FailsOneMinuteOnce.failed:
+                FailsOneMinuteOnce.failed += 1
+                others = super(FailsOneMinuteOnce, self).pipeline(transaction=False)
+                for (args, options), touches in zip(pipe.command_stack, touched, strict=True):
+                    if not touches:
+                        others.execute_command(*args, **options)
+                await others.execute()
+                raise ConnectionError("the node holding this minute died")
+            return await execute(raise_on_error)
+
+        pipe.execute = failing_once  # type: ignore[method-assign]
+        return pipe
+
+
+async def test_counters_of_a_minute_whose_node_failed_are_sent_once_more_and_no_other_twice(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    now = time.time()
+    earlier, later = keys.minute_of(now - 120), keys.minute_of(now)
+    FailsOneMinuteOnce.key, FailsOneMinuteOnce.failed = KEYS.minute(later), 0
+    a = Worker(server, "worker-a", FailsOneMinuteOnce, hash_key=b"k" * 32)
+    async with running(a):
+        for name, ended_at in (("old", now - 120), ("new", now)):
+            a.open(name)
+            session = a.book.closed(name)
+            assert session is not None
+            a.writer.submit(SessionClosed(session, EndReason.DELETED, 1.0, ended_at))
+        await until(lambda: redis.hget(KEYS.minute(later), "ended|worker-a|deleted"), timeout=15)
+    assert FailsOneMinuteOnce.failed == 1
+    assert await redis.hget(KEYS.minute(earlier), "ended|worker-a|deleted") == "1"  # not twice
+    assert await redis.hget(KEYS.minute(later), "ended|worker-a|deleted") == "1"
+
+
+async def test_after_an_outage_the_others_get_a_ttl_to_come_back_before_being_reaped(
+    server: fakeredis.FakeServer, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover cuts every worker off at once; the first one back must not reap the others."""
+    caplog.set_level(logging.WARNING, logger="mcp_registry")
+    a = Worker(server, "worker-a", refresh_seconds=0.5)  # session TTL and grace: 2 s
+    async with running(a):
+        await until(lambda: redis.zscore(KEYS.workers, "worker-a"))
+        await redis.zadd(KEYS.workers, {"worker-b": time.time()})
+        await redis.hset(KEYS.worker("worker-b"), mapping={"live": 5})
+        server.connected = False
+        outage = time.time()
+        await until(lambda: any("unavailable" in r.getMessage() for r in caplog.records))
+        await until(lambda: time.time() > outage + 2.5, timeout=10)  # every heartbeat is stale now
+        server.connected = True
+        first = await _next_heartbeat(redis, "worker-a", after=outage)
+        second = await _next_heartbeat(redis, "worker-a", after=first)  # (both inside the grace)
+        assert await redis.zscore(KEYS.workers, "worker-b") is not None, "reaped while still in the grace"
+        await redis.zadd(KEYS.workers, {"worker-b": time.time()})  # worker-b is back
+        await _next_heartbeat(redis, "worker-a", after=second + 2.0)  # a refresh after the grace
+        assert await redis.zscore(KEYS.workers, "worker-b") is not None
+        assert "ended|worker-b|worker_lost" not in await minute_counters(redis)
+        # The reaper still works: worker-b, silent for a TTL after the grace, is lost.
+        await until(lambda: _count(redis, "ended|worker-b|worker_lost", 5), timeout=10)
+
+
+async def _next_heartbeat(redis: Redis, worker: str, *, after: float) -> float:
+    """Wait (bounded) for `worker`'s heartbeat newer than `after`; return it."""
+    with anyio.fail_after(10):
+        while True:
+            with contextlib.suppress(RedisConnectionError):
+                score = await redis.zscore(KEYS.workers, worker)
+                if score is not None and score > after:
+                    return float(score)
             await anyio.sleep(0.05)
