@@ -14,6 +14,12 @@ Redis trouble never reaches a request: a failed batch puts the writer in back-of
 once per episode), counters stay pending and are sent later, lookups end as `unverified`, and
 what cannot be kept is counted as dropped. When Redis answers again the writer re-seeds the
 hash key and re-asserts every live session, so a Redis restarted empty recovers by itself.
+
+Works the same on one Redis, a Redis Cluster and a Sentinel-managed master (`registry.client`):
+no command spans two slots, and each minute's counters are flushed in a pipeline of their own
+(one key, one node), so a node failing mid-flush never gets another minute's increments sent
+twice. The pure parts live beside it: `registry.lookups` (what an id was, a short answer cache,
+the rate limit) and `registry.health` (episodes, back-off, the reaping grace).
 """
 
 from __future__ import annotations
@@ -21,9 +27,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -43,6 +48,8 @@ from mcp_registry.registry.client import (
 )
 from mcp_registry.registry.events import Event, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
+from mcp_registry.registry.health import RedisHealth
+from mcp_registry.registry.lookups import AnswerCache, TokenBucket, classify
 from mcp_registry.sessions import OwnedSession, SessionBook
 from mcp_registry.telemetry import EndReason, RequestStats, Status, Telemetry, annotate
 
@@ -58,16 +65,12 @@ LOOKUP_GRACE_SECONDS: Final = 0.25
 has written it: a client's second request often reaches another worker within a millisecond."""
 CLIENTS_PER_MINUTE: Final = 100
 """Distinct client labels counted per minute; the rest count as `other` (client names are untrusted)."""
-LOOKUP_CACHE_SIZE: Final = 4096
-LOOKUP_CACHE_SECONDS: Final = 2.0
 REMOVE_IF_STALE: Final = """
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if beat and tonumber(beat) < tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 0
 """
 """Remove worker ARGV[1] from the workers zset if its heartbeat is older than ARGV[2]."""
-BACKOFF_FIRST: Final = 0.1
-BACKOFF_MAX: Final = 5.0
 
 
 def _drain(receive: MemoryObjectReceiveStream[Event]) -> Iterable[Event]:
@@ -76,34 +79,6 @@ def _drain(receive: MemoryObjectReceiveStream[Event]) -> Iterable[Event]:
             yield receive.receive_nowait()
         except (anyio.WouldBlock, anyio.EndOfStream):
             return
-
-
-class TokenBucket:
-    """`rate` events per second with a burst of one second's worth."""
-
-    def __init__(self, rate: float, monotonic: Callable[[], float]) -> None:
-        self._rate = rate
-        self._tokens = rate
-        self._monotonic = monotonic
-        self._last = monotonic()
-
-    def take(self) -> bool:
-        now = self._monotonic()
-        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """What Redis said about an id a moment ago: its live key's and its tombstone's values."""
-
-    live: object
-    tomb: object
-    until: float
 
 
 class RegistryWriter:
@@ -135,7 +110,7 @@ class RegistryWriter:
         self._receive: MemoryObjectReceiveStream[Event]
         self._send, self._receive = anyio.create_memory_object_stream[Event](config.queue_size)
         self._bucket = TokenBucket(config.lookup_rate, monotonic)
-        self._cache: OrderedDict[str, _Known] = OrderedDict()
+        self._cache = AnswerCache()
         # pending state, sent on the next successful pass
         self._opened: list[SessionOpened] = []
         self._closed: list[SessionClosed] = []
@@ -148,16 +123,10 @@ class RegistryWriter:
         self._next_refresh = 0.0
         self._refresh_all = True
         self._next_counters = 0.0
-        self._backoff = 0.0
-        self._backoff_until = 0.0
-        self._down_since: float | None = None
-        self._dropped_at_down = 0
+        self._health = RedisHealth(grace_seconds=config.session_ttl_seconds, monotonic=monotonic)
         self._started_at = wall()
         self._running = False
         self._contacted = False
-        self._reap_after = 0.0
-        """No reaping before this (monotonic): after an outage, the others come back too."""
-        self._misconfigured: RedisMisconfigured | None = None
 
     # --- the request side: never blocks, never raises ----------------------------------------
     def submit(self, event: Event) -> bool:
@@ -214,7 +183,7 @@ class RegistryWriter:
         if self._lookups:
             wakeups.append(self._lookups[0].seen_at + LOOKUP_GRACE_SECONDS)
         soonest = min(wakeups)
-        return max(soonest, self._backoff_until)
+        return max(soonest, self._health.backoff_until)
 
     async def _receive_batch(self, wait: float) -> tuple[list[Event], bool]:
         events: list[Event] = []
@@ -264,11 +233,11 @@ class RegistryWriter:
 
     # --- one pass of Redis work ----------------------------------------------------------------
     async def _work(self, redis: RegistryRedis, *, final: bool) -> None:
-        if self._misconfigured is not None:
+        if self._health.misconfigured is not None:
             self._abandon_pending("misconfigured")
             return
         now = self._monotonic()
-        if not final and now < self._backoff_until:
+        if not final and self._health.in_backoff(now):
             # Redis is in back-off: nobody waits for a lookup that cannot happen.
             self._finish_unverified(self._lookups)
             self._lookups.clear()
@@ -277,7 +246,7 @@ class RegistryWriter:
             await first_contact(redis, self._config)
             self._contacted = True
         refresh_due = final or now >= self._next_refresh
-        if self._down_since is not None or self._hasher.key is None or (refresh_due and not final):
+        if self._health.down_since is not None or self._hasher.key is None or (refresh_due and not final):
             # Also once per refresh: an `allkeys-*` eviction policy may have taken the key.
             await self._agree_key(redis)
         await self._resolve_lookups(redis, now, everything=final)
@@ -288,7 +257,7 @@ class RegistryWriter:
         if final or now >= self._next_refresh:
             await self._refresh(redis, final=final)
             self._next_refresh = now + self._config.refresh_seconds
-        self._recovered()
+        self._health.succeeded(dropped=sum(self._stats.dropped.values()))
 
     async def _agree_key(self, redis: RegistryRedis) -> None:
         """Obtain the deployment's hash key: configured, or agreed once through Redis (SET NX).
@@ -313,7 +282,7 @@ class RegistryWriter:
                     session.id_hash = None
                 self._next_refresh, self._refresh_all = 0.0, True
             self._hasher.key = agreed.encode()
-        if self._down_since is not None:
+        if self._health.down_since is not None:
             self._next_refresh, self._refresh_all = 0.0, True  # re-assert every live session now
 
     async def _resolve_lookups(self, redis: RegistryRedis, now: float, *, everything: bool) -> None:
@@ -329,7 +298,7 @@ class RegistryWriter:
             groups.setdefault(self._hasher.require(event.session_id), []).append(event)
         to_query: list[str] = []
         for h, events in groups.items():
-            known = self._cached(h, now)
+            known = self._cache.get(h, now)
             if known is not None:
                 self._classify_and_finish(h, events, known.live, known.tomb)
             elif self._bucket.take():
@@ -350,26 +319,13 @@ class RegistryWriter:
             raise
         for i, h in enumerate(to_query):
             live, tomb = replies[2 * i], replies[2 * i + 1]
-            self._remember(h, live, tomb, now)
+            self._cache.put(h, live, tomb, now)
             self._classify_and_finish(h, groups[h], live, tomb)
 
     def _classify_and_finish(self, h: str, events: list[StaleSeen], live: object, tomb: object) -> None:
         for event in events:
-            status, origin = self._classify(live, tomb, event.seen_wall)
+            status, origin = classify(live, tomb, seen_wall=event.seen_wall, worker=self._worker)
             self._finish([event], status, h, origin)
-
-    def _classify(self, live: object, tomb: object, seen_wall: float) -> tuple[Status, str | None]:
-        """What an id was when it was seen, from its live key and its tombstone."""
-        if isinstance(live, str):
-            # Our own id that we no longer hold is one that ended a moment ago.
-            return (Status.EXPIRED if live == self._worker else Status.CROSS_WORKER), live
-        if isinstance(tomb, str):
-            origin, ended_at = keys.parse_tombstone(tomb)
-            # Ended after the request arrived: it was live on its origin when it was used here.
-            if ended_at is not None and ended_at > seen_wall and origin != self._worker:
-                return Status.CROSS_WORKER, origin
-            return Status.EXPIRED, origin
-        return Status.FABRICATED, None
 
     async def _write_events(self, redis: RegistryRedis) -> None:
         if not self._opened and not self._closed:
@@ -466,7 +422,7 @@ class RegistryWriter:
         for session in due:
             session.refreshed_at = now_mono
         self._refresh_all = False
-        reaping = not final and self._down_since is None and now_mono >= self._reap_after
+        reaping = not final and self._health.may_reap(now_mono)
         if reaping and (lost := [w for w in replies[-1] if w != self._worker]):
             await self._reap(redis, lost, now - ttl)
 
@@ -504,39 +460,15 @@ class RegistryWriter:
 
     # --- health ------------------------------------------------------------------------------
     def _failed(self, exc: BaseException | None) -> None:
-        now = self._monotonic()
-        self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
-        self._backoff_until = now + self._backoff
+        self._health.failed(exc, dropped=sum(self._stats.dropped.values()))
         self._finish_unverified(self._lookups)
         self._lookups.clear()
-        if self._down_since is None:
-            self._down_since = now
-            self._dropped_at_down = sum(self._stats.dropped.values())
-            logger.warning(
-                "mcp_registry: Redis is unavailable (%s); requests are unaffected, the registry buffers "
-                "what it can and counts what it drops until Redis answers again",
-                type(exc).__name__ if exc is not None else "internal error",
-            )
-
-    def _recovered(self) -> None:
-        self._backoff = 0.0
-        if self._down_since is not None:
-            # The outage (or failover) that cut us off probably cut the others off too: give them
-            # one session TTL to heart-beat again before calling them lost.
-            self._reap_after = self._monotonic() + self._config.session_ttl_seconds
-            lost = sum(self._stats.dropped.values()) - self._dropped_at_down
-            logger.warning(
-                "mcp_registry: Redis is back after %.1fs; %d events were dropped meanwhile",
-                self._monotonic() - self._down_since, lost,
-            )
-            self._down_since = None
 
     def _give_up(self, error: RedisMisconfigured) -> None:
         """The URL names the wrong topology: say how to fix it, once, and stop talking to Redis.
 
         Requests are unaffected; what the registry would have written is counted as dropped."""
-        self._misconfigured = error
-        logger.error("mcp_registry: the registry is off for this worker: %s; requests are unaffected", error)
+        self._health.give_up(str(error))
         self._abandon_pending("misconfigured")
 
     def _abandon_pending(self, reason: str) -> None:
@@ -545,26 +477,14 @@ class RegistryWriter:
         self._lookups.clear()
         if self._closed:
             self._drop(self._closed, reason)
-        if self._opened and self._misconfigured is not None:
+        if self._opened and self._health.misconfigured is not None:
             self._drop(self._opened, reason)
         self._opened, self._closed = [], []
-        if self._misconfigured is not None:
+        if self._health.misconfigured is not None:
             self._counters.clear()
             self._client_fields.clear()
 
     # --- lookups' outcomes -----------------------------------------------------------------------
-    def _cached(self, h: str, now: float) -> _Known | None:
-        known = self._cache.get(h)
-        if known is None or known.until < now:
-            return None
-        return known
-
-    def _remember(self, h: str, live: object, tomb: object, now: float) -> None:
-        self._cache[h] = _Known(live, tomb, now + LOOKUP_CACHE_SECONDS)
-        self._cache.move_to_end(h)
-        while len(self._cache) > LOOKUP_CACHE_SIZE:
-            self._cache.popitem(last=False)
-
     def _finish(self, events: Iterable[StaleSeen], status: Status, h: str | None, origin: str | None) -> None:
         for event in events:
             raw = event.session_id if self._config.record_raw_id else None

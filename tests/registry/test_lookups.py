@@ -1,0 +1,43 @@
+"""What a stale id was, from its live key and its tombstone; the answer cache; the rate limit."""
+
+from __future__ import annotations
+
+from mcp_registry.registry.lookups import CACHE_SECONDS, CACHE_SIZE, AnswerCache, TokenBucket, classify
+from mcp_registry.telemetry import Status
+
+
+def test_an_id_live_elsewhere_is_cross_worker_and_our_own_is_expired() -> None:
+    assert classify("worker-b", None, seen_wall=100.0, worker="worker-a") == (Status.CROSS_WORKER, "worker-b")
+    assert classify("worker-a", None, seen_wall=100.0, worker="worker-a") == (Status.EXPIRED, "worker-a")
+
+
+def test_a_tombstone_tells_expired_from_ended_after_it_was_used() -> None:
+    assert classify(None, "worker-b|90.000", seen_wall=100.0, worker="worker-a") == (Status.EXPIRED, "worker-b")
+    assert classify(None, "worker-b|101.5", seen_wall=100.0, worker="worker-a") == (Status.CROSS_WORKER, "worker-b")
+    assert classify(None, "worker-a|101.5", seen_wall=100.0, worker="worker-a") == (Status.EXPIRED, "worker-a")
+    assert classify(None, "garbage", seen_wall=100.0, worker="worker-a") == (Status.EXPIRED, "garbage")
+
+
+def test_nothing_known_is_fabricated() -> None:
+    assert classify(None, None, seen_wall=100.0, worker="worker-a") == (Status.FABRICATED, None)
+
+
+def test_answers_are_remembered_briefly_and_boundedly() -> None:
+    cache = AnswerCache()
+    cache.put("h", "worker-b", None, now=10.0)
+    known = cache.get("h", now=10.0 + CACHE_SECONDS)
+    assert known is not None
+    assert known.live == "worker-b"
+    assert cache.get("h", now=10.0 + CACHE_SECONDS + 0.01) is None
+    for i in range(CACHE_SIZE + 1):
+        cache.put(f"k{i}", None, None, now=10.0)
+    assert cache.get("k0", now=10.0) is None
+    assert cache.get(f"k{CACHE_SIZE}", now=10.0) is not None
+
+
+def test_the_bucket_allows_its_rate_with_a_one_second_burst() -> None:
+    clock = [0.0]
+    bucket = TokenBucket(5, lambda: clock[0])
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    clock[0] = 0.2  # one token back
+    assert [bucket.take() for _ in range(2)] == [True, False]
