@@ -26,6 +26,8 @@ ensure_venv() {
 ensure_servers() {
   local need=()
   command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-cli >/dev/null || need+=(redis-tools)
+  command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -38,6 +40,7 @@ ensure_servers() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     # Debian starts packaged services; the tests start their own on free ports.
     service redis-server stop >/dev/null 2>&1 || true
+    service redis-sentinel stop >/dev/null 2>&1 || true
     service prometheus stop >/dev/null 2>&1 || true
     service nginx stop >/dev/null 2>&1 || true
     service haproxy stop >/dev/null 2>&1 || true

@@ -95,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     per_worker=args.per_worker,
                     audit_runs=args.audit_runs,
                 )
-                result = scale.run(settings, workdir, progress)
-                report.write_section(args.readme, "scale", report.scale(result, command))
+                results = scale.run(settings, workdir, progress)
+                report.write_section(args.readme, "scale", report.scale(results, command))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

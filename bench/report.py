@@ -262,8 +262,8 @@ def _targets_table(rows: list[tuple[str, str, bool | None]]) -> list[str]:
             *(f"| {t} | {m} | {'—' if ok is None else _verdict(ok)} |" for t, m, ok in rows)]
 
 
-def scale(result: ScaleResult, command: str) -> str:
-    s = result.settings
+def scale(results: Sequence[ScaleResult], command: str) -> str:
+    s = results[0].settings
     lines = [
         "Command: `" + command + "`",
         "",
@@ -271,46 +271,49 @@ def scale(result: ScaleResult, command: str) -> str:
         f"- simulated workers of at most {s.per_worker:,} sessions each"
         + (" (the SDK's `max_sessions` default)" if s.per_worker == 10_000 else "")
         + f", each a real `RegistryWriter`; audit timings are medians of {s.audit_runs} runs over `--since 1h`",
+        "- the same deployment on one `redis-server` and on a Redis Cluster of 3 masters (one loopback address "
+        "per node; memory summed over the masters), one after the other in this run",
         "",
-        "| live sessions | workers | session keys | Redis memory Δ | bytes per session | "
+        "| Redis | live sessions | workers | session keys | Redis memory Δ | bytes per session | "
         "`mcp-registry audit --json` s | audit reader alone ms | audit's `live` |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for p in result.points:
-        lines.append(
-            f"| {p.sessions:,} | {p.workers} | {p.session_keys:,} | {p.memory_delta / 2**20:.1f} MiB "
-            f"| {p.bytes_per_session:.0f} | {p.audit_cli_seconds:.2f} | {p.audit_reader_seconds * 1000:.1f} "
-            f"| {p.audit_live:,} |"
-        )
-    lines += ["", f"`mcp-registry audit --help` alone (the CLI's start-up): {result.cli_floor_seconds:.2f} s."]
-    if (w := result.event_writer) is not None:
-        batches = sorted(w.batches)
-        lines += [
-            "",
-            f"Writer, new sessions through its queue: {w.events:,} `SessionOpened` events written in "
-            f"{w.seconds * 1000:.0f} ms = **{w.events_per_second:,.0f} events/s**, in {len(batches)} pipelined "
-            f"batches (median {statistics.median(batches):.0f}, max {batches[-1]} events)."
-            if batches else "Writer: no batch was recorded.",
-        ]
-    if result.refresh_rates:
-        lines.append(
-            f"Writer, refresh pass (sliding expiry of every live session, pipelined): median "
-            f"**{statistics.median(result.refresh_rates):,.0f} sessions/s** per worker "
-            f"(min {min(result.refresh_rates):,.0f}, max {max(result.refresh_rates):,.0f})."
-        )
+    for result in results:
+        for p in result.points:
+            lines.append(
+                f"| {result.topology} | {p.sessions:,} | {p.workers} | {p.session_keys:,} "
+                f"| {p.memory_delta / 2**20:.1f} MiB | {p.bytes_per_session:.0f} | {p.audit_cli_seconds:.2f} "
+                f"| {p.audit_reader_seconds * 1000:.1f} | {p.audit_live:,} |"
+            )
+    lines += ["", "`mcp-registry audit --help` alone (the CLI's start-up): "
+              + ", ".join(f"{r.cli_floor_seconds:.2f} s ({r.topology} run)" for r in results) + "."]
+    lines += ["", "| writes | " + " | ".join(r.topology for r in results) + " | × one node |",
+              "|---|" + "---:|" * (len(results) + 1)]
+    events = [r.event_writer.events_per_second if r.event_writer else math.nan for r in results]
+    refresh = [statistics.median(r.refresh_rates) if r.refresh_rates else math.nan for r in results]
+    batches = [statistics.median(r.event_writer.batches) if r.event_writer and r.event_writer.batches else math.nan
+               for r in results]
+    for label, values, unit in (
+        ("new sessions through the writer's queue (events/s)", events, ""),
+        ("refresh pass, sliding expiry of every live session (sessions/s per worker, median)", refresh, ""),
+        ("median pipelined batch of new sessions (events)", batches, ""),
+    ):
+        ratio = values[-1] / values[0] if len(values) > 1 and values[0] else math.nan
+        lines.append(f"| {label} | " + " | ".join(f"{v:,.0f}{unit}" for v in values) + f" | {ratio:.2f}× |")
     rows: list[tuple[str, str, bool | None]] = []
-    if result.points:
-        last = result.points[-1]
-        rows.append((f"≤ {TARGET_BYTES_PER_SESSION} B of Redis memory per live session",
-                     f"{last.bytes_per_session:.0f} B at {last.sessions:,}",
-                     last.bytes_per_session <= TARGET_BYTES_PER_SESSION))
-    if len(result.points) > 1:
-        first, last = result.points[0], result.points[-1]
-        growth = last.audit_cli_seconds / first.audit_cli_seconds
-        rows.append((f"audit time flat from {first.sessions:,} to {last.sessions:,} sessions "
-                     f"(≤ {TARGET_AUDIT_GROWTH}×)",
-                     f"{growth:.2f}× (reader alone {first.audit_reader_seconds * 1000:.1f} → "
-                     f"{last.audit_reader_seconds * 1000:.1f} ms)", growth <= TARGET_AUDIT_GROWTH))
+    for result in results:
+        if result.points:
+            last = result.points[-1]
+            rows.append((f"{result.topology}: ≤ {TARGET_BYTES_PER_SESSION} B of Redis memory per live session",
+                         f"{last.bytes_per_session:.0f} B at {last.sessions:,}",
+                         last.bytes_per_session <= TARGET_BYTES_PER_SESSION))
+        if len(result.points) > 1:
+            first, last = result.points[0], result.points[-1]
+            growth = last.audit_cli_seconds / first.audit_cli_seconds
+            rows.append((f"{result.topology}: audit time flat from {first.sessions:,} to {last.sessions:,} sessions "
+                         f"(≤ {TARGET_AUDIT_GROWTH}×)",
+                         f"{growth:.2f}× (reader alone {first.audit_reader_seconds * 1000:.1f} → "
+                         f"{last.audit_reader_seconds * 1000:.1f} ms)", growth <= TARGET_AUDIT_GROWTH))
     lines += ["", *_targets_table(rows)]
     return "\n".join(lines)
 

@@ -11,6 +11,10 @@ writer's event throughput and batch sizes.
 
 At each size: Redis memory per live session (`INFO memory` used_memory delta / sessions) and the
 time of `mcp-registry audit --json` (the CLI, as a user runs it) and of its reader in-process.
+
+The same deployment is written twice, side by side in one run: to one `redis-server`, and to a
+Redis Cluster of three masters (`redis+cluster://`, one loopback address per node, memory summed
+over the masters), so that what the cluster costs or gains is a ratio of the same machine's figures.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from pathlib import Path
 from typing import Final
 
 import anyio
+import redis
 
 from bench.procs import BenchError, RedisServer
 from mcp_registry.config import RegistryConfig
+from mcp_registry.demo.redis_cluster import LocalCluster
 from mcp_registry.registry import keys
 from mcp_registry.registry.client import RegistryRedis, connect
 from mcp_registry.registry.events import ClientInfo, SessionOpened
@@ -85,9 +91,15 @@ class WriterRun:
         return self.events / self.seconds if self.seconds else 0.0
 
 
+ONE_NODE: Final = "one node"
+CLUSTER: Final = "cluster, 3 masters"
+TOPOLOGIES: Final = (ONE_NODE, CLUSTER)
+
+
 @dataclass
 class ScaleResult:
     settings: ScaleSettings
+    topology: str = ONE_NODE
     points: list[ScalePoint] = field(default_factory=list)
     event_writer: WriterRun | None = None
     refresh_rates: list[float] = field(default_factory=list)
@@ -229,41 +241,91 @@ async def _time_reader(url: str, runs: int) -> float:
     return statistics.median(times)
 
 
-def run(settings: ScaleSettings, workdir: Path, progress: Callable[[str], None]) -> ScaleResult:
-    result = ScaleResult(settings)
-    server = RedisServer(workdir).start()
+class _Store:
+    """Where the simulated deployment writes: one redis-server, or every master of a cluster."""
+
+    def __init__(self, topology: str, workdir: Path) -> None:
+        self._single: RedisServer | None = None
+        self._cluster: LocalCluster | None = None
+        if topology == ONE_NODE:
+            self._single = RedisServer(workdir).start()
+            self.url = self._single.url
+        else:
+            try:
+                self._cluster = LocalCluster(masters=3).start()
+            except (OSError, RuntimeError) as exc:
+                raise BenchError(f"the Redis Cluster did not start: {exc}") from exc
+            self.url = self._cluster.url
+
+    def _clients(self) -> list[redis.Redis]:
+        if self._single is not None:
+            return [self._single.client()]
+        assert self._cluster is not None
+        return [redis.Redis(host=n.host, port=n.port, decode_responses=True, socket_timeout=30)
+                for n in self._cluster.masters()]
+
+    def used_memory(self) -> int:
+        total = 0
+        for client in self._clients():
+            with client:
+                total += int(client.info("memory")["used_memory"])
+        return total
+
+    def session_keys(self) -> int:
+        total = 0
+        for client in self._clients():
+            with client:
+                total += sum(1 for _ in client.scan_iter(match=keys.KeySchema(PREFIX).session("*"), count=10_000))
+        return total
+
+    def stop(self) -> None:
+        if self._single is not None:
+            self._single.stop()
+        if self._cluster is not None:
+            self._cluster.stop()
+
+
+def run(
+    settings: ScaleSettings, workdir: Path, progress: Callable[[str], None], topologies: tuple[str, ...] = TOPOLOGIES
+) -> list[ScaleResult]:
+    """The same deployment on each topology, one after the other on this machine."""
+    return [_run_on(topology, settings, workdir, progress) for topology in topologies]
+
+
+def _run_on(topology: str, settings: ScaleSettings, workdir: Path, progress: Callable[[str], None]) -> ScaleResult:
+    result = ScaleResult(settings, topology)
+    store = _Store(topology, workdir)
     try:
-        client = server.client()
-        baseline = server.used_memory()
+        baseline = store.used_memory()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SESSION_")}
         env["MCP_SESSION_REGISTRY_REFRESH_SECONDS"] = f"{REFRESH_SECONDS:g}"
-        audit_args = ["audit", "--json", "--since", "1h", "--url", server.url, "--prefix", PREFIX]
+        audit_args = ["audit", "--json", "--since", "1h", "--url", store.url, "--prefix", PREFIX]
         result.cli_floor_seconds = statistics.median(
             _time_cli(["audit", "--help"], env)[0] for _ in range(settings.audit_runs))
 
         first = min(settings.per_worker, settings.sizes[0])
-        progress(f"writer: {first} sessions as events through the queue")
-        result.event_writer = anyio.run(write_by_events, server.url, "bench-events", first)
+        progress(f"writer ({topology}): {first} sessions as events through the queue")
+        result.event_writer = anyio.run(write_by_events, store.url, "bench-events", first)
         sessions, workers = first, 1
         for size in settings.sizes:
             while sessions < size:
                 count = min(settings.per_worker, size - sessions)
-                rate = anyio.run(write_by_refresh, server.url, f"bench-w{workers}", count)
+                rate = anyio.run(write_by_refresh, store.url, f"bench-w{workers}", count)
                 result.refresh_rates.append(rate)
                 sessions += count
                 workers += 1
-            progress(f"scale: {sessions} sessions in {workers} workers written; measuring")
+            progress(f"scale ({topology}): {sessions} sessions in {workers} workers written; measuring")
             times = [_time_cli(audit_args, env) for _ in range(settings.audit_runs)]
             report = json.loads(times[-1][1])
             result.points.append(ScalePoint(
                 sessions=sessions,
                 workers=workers,
-                session_keys=sum(1 for _ in client.scan_iter(match=keys.KeySchema(PREFIX).session("*"), count=10_000)),
-                memory_delta=server.used_memory() - baseline,
+                session_keys=store.session_keys(),
+                memory_delta=store.used_memory() - baseline,
                 audit_cli_seconds=statistics.median(t for t, _ in times),
-                audit_reader_seconds=anyio.run(_time_reader, server.url, max(3, settings.audit_runs)),
+                audit_reader_seconds=anyio.run(_time_reader, store.url, max(3, settings.audit_runs)),
                 audit_live=int(report["sessions"]["live"]),
             ))
     finally:
-        server.stop()
+        store.stop()
     return result

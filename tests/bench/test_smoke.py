@@ -27,7 +27,7 @@ RSS_COLUMNS = [
 ]
 HOP_COLUMNS = ["traffic", "req/s", "×pinned", "p50 ms", "p99 ms", "CPU µs/req (all workers)", "×pinned"]
 SCALE_COLUMNS = [
-    "live sessions", "workers", "session keys", "Redis memory Δ", "bytes per session",
+    "Redis", "live sessions", "workers", "session keys", "Redis memory Δ", "bytes per session",
     "`mcp-registry audit --json` s", "audit reader alone ms", "audit's `live`",
 ]
 
@@ -76,6 +76,7 @@ def _numbers(row: list[str]) -> list[float]:
 @pytest.mark.timeout(300)
 def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     _require("redis-server")
+    _require("redis-cli")
     _require("wrk")
     readme = tmp_path / "README.md"
     readme.write_text(
@@ -132,13 +133,20 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     assert all(row[2] in ("met", "**missed**") for row in hop_targets[1:])
 
     scale = _section(text, "scale")
-    sizes, scale_targets = _tables(scale)
+    sizes, writes, scale_targets = _tables(scale)
     assert sizes[0] == SCALE_COLUMNS
-    assert [row[0] for row in sizes[1:]] == ["1,000", "5,000"]
+    assert [row[:2] for row in sizes[1:]] == [
+        ["one node", "1,000"], ["one node", "5,000"], ["cluster, 3 masters", "1,000"], ["cluster, 3 masters", "5,000"],
+    ]
     for row in sizes[1:]:
-        assert row[2] == row[0], "every simulated session is a key in Redis"
-        assert row[-1] == row[0], "the audit counts every live session"
-        assert all(math.isfinite(x) and x > 0 for x in _numbers(row))
+        assert row[3] == row[1], "every simulated session is a key in Redis (on the cluster: summed over masters)"
+        assert row[-1] == row[1], "the audit counts every live session"
+    assert writes[0] == ["writes", "one node", "cluster, 3 masters", "× one node"]
+    for row in writes[1:]:
+        assert all(math.isfinite(x) and x > 0 for x in _numbers(row[1:])), row
     assert "events/s" in scale
     assert "sessions/s" in scale
-    assert [row[0].split(" ")[0] for row in scale_targets[1:]] == ["≤", "audit"]
+    assert [row[0].split(" (")[0].split(" B")[0] for row in scale_targets[1:]] == [
+        "one node: ≤ 200", "one node: audit time flat from 1,000 to 5,000 sessions",
+        "cluster, 3 masters: ≤ 200", "cluster, 3 masters: audit time flat from 1,000 to 5,000 sessions",
+    ]
