@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Final, Self, TypeVar
@@ -60,8 +60,9 @@ def wait_until(read: Callable[[], T], ready: Callable[[T], bool], *, bound: floa
 
 
 @contextmanager
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    with redis.Redis(host=server.host, port=server.port, decode_responses=True, socket_timeout=2) as r:
+def client(server: RedisServer, password: str | None = None) -> Iterator[redis.Redis]:
+    with redis.Redis(host=server.host, port=server.port, password=password, decode_responses=True,
+                     socket_timeout=2) as r:  # fmt: skip
         yield r
 
 
@@ -75,10 +76,15 @@ def _loopback(index: int) -> str:
 
 
 class LocalCluster:
-    """`masters` masters with `replicas` replicas each, created with `redis-cli --cluster create`."""
+    """`masters` masters with `replicas` replicas each, created with `redis-cli --cluster create`.
+
+    `password` protects the `default` user (the helpers here use it); each of `users` is an ACL
+    rule list for one more user, e.g. `"registry on >secret ~prefix:* +@all"`.
+    """
 
     def __init__(self, masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = 1000, first_host: int = 11,
-                 startup_timeout: float = 30.0) -> None:  # fmt: skip
+                 startup_timeout: float = 30.0, password: str | None = None,
+                 users: Sequence[str] = ()) -> None:  # fmt: skip
         if shutil.which("redis-cli") is None:
             raise FileNotFoundError("redis-cli is not on PATH (Debian: redis-tools, with redis-server)")
         self._timeout = startup_timeout
@@ -93,7 +99,10 @@ class LocalCluster:
                 "--cluster-port", str(bus),
                 "--cluster-announce-ip", host,
                 "--cluster-replica-validity-factor", "0",  # any replica may take over, however long apart
-            ]))  # fmt: skip
+                *(["--requirepass", password, "--masterauth", password] if password else []),
+                *(token for rule in users for token in ["--user", *rule.split()]),
+            ], password=password))  # fmt: skip
+        self._password = password
         self._masters = masters
         self._replicas = replicas
         self._rows: list[dict[str, str]] = []
@@ -108,7 +117,7 @@ class LocalCluster:
             for node in self.nodes:
                 node.start()
             created = subprocess.run(
-                ["redis-cli", "--cluster", "create", *(n.address for n in self.nodes),
+                [*self._cli(), "--cluster", "create", *(n.address for n in self.nodes),
                  "--cluster-replicas", str(self._replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=self._timeout, check=False,
             )  # fmt: skip
@@ -137,7 +146,7 @@ class LocalCluster:
         """`CLUSTER NODES` as seen from `via` (else the first node that answers): id, address, flags,
         master (`-` for a master), slots (empty when it serves none)."""
         for node in [via] if via is not None else [n for n in self.nodes if n.running()]:
-            with client(node) as r:
+            with client(node, self._password) as r:
                 table = r.cluster("nodes")
             return [
                 {"id": row["node_id"], "address": address.split("@")[0], "flags": row["flags"],
@@ -157,7 +166,7 @@ class LocalCluster:
         ]
 
     def node_id(self, node: RedisServer) -> str:
-        with client(node) as r:
+        with client(node, self._password) as r:
             return str(r.execute_command("CLUSTER MYID"))  # type: ignore[no-untyped-call]
 
     def healthy(self) -> bool:
@@ -165,7 +174,7 @@ class LocalCluster:
         for node in self.nodes:
             if not node.running():
                 continue
-            with client(node) as r:
+            with client(node, self._password) as r:
                 fields = {k: str(v) for k, v in r.cluster("info").items()}
                 replication = r.info("replication")
             if fields.get("cluster_state") != "ok" or fields.get("cluster_slots_ok") != str(SLOTS):
@@ -209,7 +218,7 @@ class LocalCluster:
     def reshard(self, source: RedisServer, target: RedisServer, slots: int) -> str:
         """Move `slots` slots from `source` to `target` with `redis-cli --cluster reshard` (keys move too)."""
         done = subprocess.run(
-            ["redis-cli", "--cluster", "reshard", source.address,
+            [*self._cli(), "--cluster", "reshard", source.address,
              "--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target),
              "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "10"],
             capture_output=True, text=True, timeout=120, check=False,
@@ -222,14 +231,18 @@ class LocalCluster:
         """How many keys matching `pattern` each serving master holds (SCAN on each)."""
         counts = {}
         for node in self.masters():
-            with client(node) as r:
+            with client(node, self._password) as r:
                 counts[node.address] = sum(1 for _ in r.scan_iter(match=pattern, count=1000))
         return counts
 
     def sync_client(self) -> redis.RedisCluster:
         """A cluster client seeded with every running node."""
         seeds = [ClusterNode(n.host, n.port) for n in self.nodes if n.running()]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(startup_nodes=seeds, decode_responses=True, socket_timeout=2)
+        return redis.RedisCluster(startup_nodes=seeds, password=self._password, decode_responses=True,
+                                  socket_timeout=2)  # fmt: skip
+
+    def _cli(self) -> list[str]:
+        return ["redis-cli", *(["-a", self._password, "--no-auth-warning"] if self._password else [])]
 
 
 class LocalSentinel:

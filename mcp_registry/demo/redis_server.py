@@ -57,11 +57,15 @@ def ping(port: int, *, timeout: float = 0.25, host: str = HOST) -> bool:
         return False
 
 
-def server_pid(port: int, *, timeout: float = 0.25, host: str = HOST) -> int | None:
+def server_pid(port: int, *, timeout: float = 0.25, host: str = HOST, password: str | None = None) -> int | None:
     """The `process_id` that the Redis on `host`:`port` reports in `INFO server`, if any."""
+    auth = b""
+    if password is not None:
+        secret = password.encode()
+        auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            sock.sendall(auth + b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             reply = b""
             while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
                 chunk = sock.recv(65536)
@@ -81,7 +85,8 @@ class RedisServer:
     otherwise; `True`/`False` force the choice (`False` without a `redis-server` raises
     `FileNotFoundError`). A real server can listen on another loopback `host` (a second "machine")
     and take extra `args` (cluster or replication settings) and a `config` file's text (written to its
-directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentinel`.
+directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentinel`; `password` is the
+`default` user's, when the arguments set one (the readiness probe authenticates with it).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentin
         args: Sequence[str] = (),
         config: str | None = None,
         executable: str | None = None,
+        password: str | None = None,
     ) -> None:
         executable = executable or redis_server_on_path()
         if embedded is None:
@@ -108,6 +114,7 @@ directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentin
         self.host = host
         self._args = list(args)
         self._config = config
+        self._password = password
         self.port: int = port if port is not None else _process.free_ports(1, host)[0]
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
@@ -205,7 +212,7 @@ directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentin
         assert self._proc is not None
         if self.embedded:
             return b"READY" in self.log_path.read_bytes() and self.ping()
-        return server_pid(self.port, host=self.host) == self._proc.pid
+        return server_pid(self.port, host=self.host, password=self._password) == self._proc.pid
 
     def _signal(self, sig: signal.Signals) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:

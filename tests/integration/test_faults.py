@@ -279,12 +279,14 @@ def sync_redis(registry_url: str) -> redis.Redis | redis.RedisCluster:
     target = parse_url(registry_url)
     if target.topology is Topology.CLUSTER:
         seeds = [ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]  # (any may be down)
-        return redis.RedisCluster(startup_nodes=seeds, decode_responses=True, socket_timeout=5)
+        return redis.RedisCluster(startup_nodes=seeds, username=target.username, password=target.password,
+                                  decode_responses=True, socket_timeout=5)  # fmt: skip
     if target.topology is Topology.SENTINEL:
         assert target.service is not None
         sentinel = redis.Sentinel(list(target.nodes), socket_timeout=5)  # type: ignore[no-untyped-call]
         master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service, decode_responses=True, socket_timeout=5)
+            target.service, username=target.username, password=target.password, decode_responses=True, socket_timeout=5
+        )
         return master
     return redis.Redis.from_url(registry_url, decode_responses=True, socket_timeout=5)
 

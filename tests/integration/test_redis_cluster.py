@@ -13,6 +13,7 @@ are real uvicorn processes of the demo app. What a user and an operator would ch
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from mcp_registry.config import ENV_PREFIX, ENV_URL
 from mcp_registry.demo.redis_cluster import LocalCluster, client
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.registry import keys
+from tests.conftest import require
 from tests.integration.test_faults import (
     BACK,
     DROP_REASON,
@@ -225,6 +227,33 @@ def test_slots_resharded_under_traffic(redis_cluster: LocalCluster, worker_clust
     assert_exact(document, combined)
     assert workers.metric_total(DROPPED) == 0
     assert_quiet(workers)  # redirections are answers, not failures
+
+
+def test_an_acl_user_kept_to_the_prefix_writes_and_audits_on_a_cluster(
+    redis_server_on_path_required: None, worker_cluster: StartCluster
+) -> None:
+    """The URL's ACL user reaches every node (and only the registry's keys); the audit reads with it."""
+    require(shutil.which("redis-cli") is not None, "redis-cli (Debian: redis-tools)")
+    users = [f"registry on >reg-secret ~{PREFIX}:* +@all"]
+    with LocalCluster(masters=3, password="admin-secret", users=users) as cluster:
+        url = cluster.url.replace("redis+cluster://", "redis+cluster://registry:reg-secret@")
+        workers = start_workers(worker_cluster, 2, registry_env(url))
+        traffic = drive(workers.urls, rounds=2, keep_open=1)
+        traffic.assert_all_served()
+        assert poll(all_recorded(url, traffic, workers.cluster.worker_ids), bool, bound=RECOVERY_BOUND)
+        assert_exact(settled_audit(url, traffic.stale_sent), traffic)
+        assert_quiet(workers)
+        for index in range(2):
+            assert "reg-secret" not in workers.cluster.log(index)
+
+        wrong = url.replace("reg-secret", "not-it")
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_registry.cli", "audit", "--url", wrong, "--prefix", PREFIX],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "not-it" not in done.stderr
 
 
 def test_audit_reads_a_cluster(redis_cluster: LocalCluster) -> None:
