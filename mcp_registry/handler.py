@@ -23,12 +23,20 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry import _redact
-from mcp_registry._sdk import ManagerView, endpoint_paths, find_manager, issue_ids_with
+from mcp_registry._sdk import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    ManagerView,
+    UnsupportedSDK,
+    endpoint_paths,
+    find_holder,
+    holder_of,
+    issue_ids_with,
+    manager_of,
+)
 from mcp_registry.config import ENV_CONTINUITY, ConfigError, Continuity, RegistryConfig
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, ForwardFailure, HopResult
 from mcp_registry.continuity.sealed_id import Route, Shape
@@ -73,9 +81,11 @@ _NO_SESSION: Final = b"malformed-session-id"
 class SessionRegistryMiddleware:
     """Wrap an ASGI app built on the SDK's `StreamableHTTPSessionManager`.
 
-    `session_manager=None` finds the manager behind the app's Streamable HTTP route (an app built by
-    `MCPServer.streamable_http_app()`, also mounted in a larger Starlette app); pass it when the app
-    hides its routes.
+    `session_manager=None` finds the manager behind the app's Streamable HTTP route: an app built by
+    `MCPServer.streamable_http_app()` (mcp 2.x), `FastMCP.streamable_http_app()` (mcp 1.x) or
+    FastMCP 3.x/4.x `http_app()` (with or without its auth), also mounted in a larger Starlette app.
+    A manager the app creates in its lifespan (FastMCP, on every lifespan cycle) is taken when the
+    app's lifespan has started. Pass `session_manager=` when the app hides its routes.
 
     `config=None` reads the `MCP_SESSION_*` environment variables; an invalid value raises
     `ConfigError` here, at start-up. Background work runs inside the ASGI lifespan; an app
@@ -93,14 +103,15 @@ class SessionRegistryMiddleware:
     ) -> None:
         self.app = app
         self.config = config if config is not None else RegistryConfig.from_env()
-        if session_manager is None:
-            session_manager = find_manager(app)
-            if session_manager is None:
-                raise ConfigError(
-                    "SessionRegistryMiddleware found no MCP session manager in the app's routes: pass "
-                    "session_manager= (e.g. session_manager=server.session_manager)"
-                )
-        self._view = ManagerView.of(session_manager)
+        holder = holder_of(session_manager) if session_manager is not None else find_holder(app)
+        if holder is None:
+            raise ConfigError(
+                "SessionRegistryMiddleware found no MCP session manager in the app's routes: pass "
+                "session_manager= (e.g. session_manager=server.session_manager)"
+            )
+        self._holder = holder
+        self._bound: StreamableHTTPSessionManager | None = None
+        self._view = ManagerView.unbound()
         self.runtime = WorkerRuntime(
             self.config, self._view, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
@@ -109,7 +120,7 @@ class SessionRegistryMiddleware:
         self._stats = self.runtime.stats
         self._trace_local = self.config.trace_local
         self.paths: frozenset[str] | None = (
-            frozenset(self.config.paths) if self.config.paths else endpoint_paths(app, session_manager)
+            frozenset(self.config.paths) if self.config.paths else endpoint_paths(app, holder)
         )
         """Where the MCP endpoint is (requests elsewhere pass untouched and uncounted); None: every path."""
         self._owner_marks = [(OWNER_HEADER, self.config.worker_id.encode())]
@@ -125,13 +136,39 @@ class SessionRegistryMiddleware:
                 ) from None
 
             self.continuity = ContinuityNode(self.config, self.runtime.stats, self.runtime.telemetry)
-            issue_ids_with(session_manager, self.continuity.seal)
         if not self.config.record_raw_id:
             _redact.install(self.runtime.hasher.hash)
+        if (problem := self._bind()) is not None and manager_of(holder) is not None:
+            raise ConfigError(problem)
+
+    def _bind(self) -> str | None:
+        """Take the manager the holder has now (a new one after each lifespan cycle of a FastMCP app).
+
+        Returns why it cannot be used, or None."""
+        manager = manager_of(self._holder)
+        if manager is None:
+            return (
+                "SessionRegistryMiddleware: the app's lifespan started but its Streamable HTTP route still has no "
+                "session manager; pass session_manager="
+            )
+        if manager is self._bound:
+            return None
+        if self.continuity is not None:
+            try:
+                issue_ids_with(manager, self.continuity.seal)
+            except UnsupportedSDK as exc:
+                return f"{ENV_CONTINUITY}=forward: {exc}"
+        self._bound = manager
+        self._view = ManagerView.of(manager)
+        self._live = self._view.live
+        self.runtime.bind(self._view)
+        return None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The background work (and, with continuity, the internal listener), for servers without lifespan events."""
+        if (problem := self._bind()) is not None and manager_of(self._holder) is not None:
+            raise ConfigError(problem)
         async with self.runtime.running():
             if self.continuity is None:
                 yield
@@ -192,6 +229,10 @@ class SessionRegistryMiddleware:
             return message
 
         async def send_after_drain(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete" and (problem := self._bind()) is not None:
+                # The app's lifespan ran but left no usable manager (or one continuity cannot use).
+                await send({"type": "lifespan.startup.failed", "message": problem})
+                return
             # The server exits on shutdown.complete: hold it until our queue has drained.
             if message["type"] == "lifespan.shutdown.complete":
                 held.append(message)
@@ -385,6 +426,8 @@ class SessionRegistryMiddleware:
     async def _without_id(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request with no id: on a stateful manager a POST may open a session (captured), anything
         else that is not an `initialize` is `missing` its id (a client or gateway that dropped it)."""
+        if self._bound is None:  # a server without lifespan events, whose app made its manager late
+            self._bind()
         if self._view.stateless:
             await self.app(scope, receive, send)
             return

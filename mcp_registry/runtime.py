@@ -64,6 +64,12 @@ class WorkerRuntime:
             )
         self.started = False
 
+    def bind(self, manager: ManagerView) -> None:
+        """Follow a new session manager (an app that makes one per lifespan cycle); sessions of the
+        old one are swept as ended by the SDK."""
+        self.manager = manager
+        self.book.rebind(manager.live)
+
     # --- called from the request path --------------------------------------------------------
     def opened(self, session_id: str, client: ClientInfo) -> None:
         session = self.book.opened(session_id)

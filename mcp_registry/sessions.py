@@ -39,6 +39,10 @@ class SessionBook:
         self._monotonic = monotonic
         self._owned: dict[str, OwnedSession] = {}
 
+    def rebind(self, live: Mapping[str, object]) -> None:
+        """Watch another manager's live sessions from now on."""
+        self._live = live
+
     def __len__(self) -> int:
         return len(self._owned)
 
