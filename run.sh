@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with Python 3.11:
 #   ./run.sh demo [ARGS...]   the demo: Redis, two workers, a non-sticky balancer, traffic, the audit
-#   ./run.sh test [ARGS...]   the whole test suite (pytest ARGS...)
+#   ./run.sh test [ARGS...]   the whole test suite, then the framework matrix (nox); with ARGS: pytest ARGS...
 # Each sets up .venv (once) with what it needs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -68,7 +68,12 @@ case "$cmd" in
   test)
     ensure_venv test
     ensure_servers
-    exec "$venv/bin/python" -m pytest "$@"
+    if [ $# -gt 0 ]; then
+      exec "$venv/bin/python" -m pytest "$@"
+    fi
+    MCP_REGISTRY_FRAMEWORKS=mcp2-mcpserver "$venv/bin/python" -m pytest
+    # The other supported framework lines, each in its own virtualenv (noxfile.py).
+    exec "$venv/bin/nox" --non-interactive --envdir .nox
     ;;
   *)
     echo "usage: ./run.sh demo [--duration S --workers N --clients N] | ./run.sh test [pytest args]" >&2

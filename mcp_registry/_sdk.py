@@ -1,4 +1,4 @@
-"""The one place that reads the SDK's internals, for every supported line: `mcp` 1.24+ and 2.x.
+"""The one place that reads the SDK's internals, for every supported line: `mcp` 1.26+ and 2.x.
 
 `StreamableHTTPSessionManager` keeps its live sessions in the private dict `_server_instances`
 (session id -> transport): it adds an id when it admits a session and removes it the moment the
@@ -7,7 +7,7 @@ behaviour against the installed SDK, so an SDK release that changes it fails lou
 
 What differs between lines, and what this module does about it:
 
-| SDK internal                       | 2.x | 1.29-1.30 | 1.24-1.28 | without it                        |
+| SDK internal                       | 2.x | 1.29-1.30 | 1.26-1.28 | without it                        |
 |------------------------------------|-----|-----------|-----------|-----------------------------------|
 | `mcp_types.version` handshake list | yes | no        | no        | `mcp.shared.version`'s list       |
 | `max_request_body_size`            | yes | yes       | no        | our own bound, `DEFAULT_BODY_LIMIT` |
@@ -45,7 +45,9 @@ def _handshake_versions() -> frozenset[str]:
 HANDSHAKE_PROTOCOL_VERSIONS: Final = _handshake_versions()
 """Protocol revisions that open a session with `initialize` (up to 2025-11-25)."""
 DEFAULT_BODY_LIMIT: Final = 4 * 1024 * 1024
-"""What we buffer at most when the SDK has no body limit of its own (mcp < 1.29): its later default."""
+"""What we buffer at most when the SDK has no body limit of its own (mcp < 1.29): its later default.
+
+(The floor, 1.26, is the first 1.x release that answers an unknown session id with the spec's 404.)"""
 
 
 class UnsupportedSDK(RuntimeError):

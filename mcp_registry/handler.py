@@ -217,8 +217,11 @@ class SessionRegistryMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: list[Message] = []
         continuity = self.continuity
+        refused = False
 
         async def receive_with_shutdown() -> Message:
+            if refused:  # we told the server start-up failed: it sends nothing more; let the app wind down
+                return {"type": "lifespan.shutdown"}
             message = await receive()
             if message["type"] == "lifespan.shutdown":
                 if continuity is not None:
@@ -229,8 +232,12 @@ class SessionRegistryMiddleware:
             return message
 
         async def send_after_drain(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return  # the app's own shutdown after a start-up we refused: the server is gone
             if message["type"] == "lifespan.startup.complete" and (problem := self._bind()) is not None:
                 # The app's lifespan ran but left no usable manager (or one continuity cannot use).
+                refused = True
                 await send({"type": "lifespan.startup.failed", "message": problem})
                 return
             # The server exits on shutdown.complete: hold it until our queue has drained.

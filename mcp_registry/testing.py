@@ -107,20 +107,21 @@ async def lifespan(app: ASGIApp, *, timeout: float = 10.0) -> AsyncIterator[None
         raise RuntimeError(f"lifespan startup failed: {failed}")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, *, timeout: float = 10.0) -> AsyncIterator[str]:
-    """Serve `app` with a real uvicorn server on 127.0.0.1; yields its base URL."""
+async def serve(app: ASGIApp, *, timeout: float = 10.0, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve `app` with a real uvicorn server on `host` (another loopback address: another "machine");
+    yields its base URL."""
     import uvicorn
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    port = free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
@@ -128,7 +129,7 @@ async def serve(app: ASGIApp, *, timeout: float = 10.0) -> AsyncIterator[str]:
             while not server.started:
                 await anyio.sleep(0.01)
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://{host}:{port}"
         finally:
             server.should_exit = True
 

@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -498,3 +499,79 @@ def test_no_manager_found_is_a_config_error_that_says_what_to_pass() -> None:
 
     with pytest.raises(ConfigError, match=r"pass session_manager="):
         SessionRegistryMiddleware(opaque, config=RegistryConfig(worker_id="w"))
+
+
+class ManagerMadeInLifespan:
+    """An endpoint whose session manager the app creates in its lifespan, a new one each cycle, behind
+    an auth-style wrapper (`.app`): the shape of FastMCP 3.x/4.x `http_app()` (tested for real in
+    tests/frameworks/ against each FastMCP line)."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self.server = server
+        self.session_manager: StreamableHTTPSessionManager | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.session_manager is not None
+        await self.session_manager.handle_request(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        self.session_manager = StreamableHTTPSessionManager(app=self.server._lowlevel_server, json_response=True)
+        async with self.session_manager.run():
+            yield
+
+
+class AuthWrapper:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def lifespan_made_app() -> tuple[Starlette, ManagerMadeInLifespan]:
+    server = MCPServer("late")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    endpoint = ManagerMadeInLifespan(server)
+    return Starlette(routes=[Route("/mcp", endpoint=AuthWrapper(endpoint))], lifespan=endpoint.lifespan), endpoint
+
+
+async def test_a_manager_made_in_the_lifespan_is_taken_when_it_starts_and_followed_each_cycle() -> None:
+    app, endpoint = lifespan_made_app()
+    telemetry = capture_telemetry()
+    wrapped = SessionRegistryMiddleware(
+        app, config=RegistryConfig(worker_id="w", hash_key=HASH_KEY),
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+    )  # fmt: skip
+    assert wrapped.paths == frozenset({"/mcp", "/mcp/"})  # found before any manager exists
+    managers = []
+    for _ in range(2):
+        async with running(wrapped) as client:
+            managers.append(endpoint.session_manager)
+            opened = await client.post("/mcp", json=initialize_request(), headers=session_headers(None))
+            session_id = opened.headers["mcp-session-id"]
+            call = tool_call("add", {"a": 1, "b": 2})
+            own = await client.post("/mcp", json=call, headers=session_headers(session_id))
+            assert own.status_code == 200
+    assert managers[0] is not managers[1]
+    assert telemetry.metric_total(METRIC_SESSIONS_CREATED) == 2  # one per cycle, each on its own manager
+    assert telemetry.metric_total(METRIC_LOOKUPS, mcp_registry__session__status="local") == 2
+
+
+async def test_a_lifespan_that_makes_no_manager_fails_start_up_saying_so() -> None:
+    app, endpoint = lifespan_made_app()
+    wrapped = SessionRegistryMiddleware(app, config=RegistryConfig(worker_id="w"))
+
+    @asynccontextmanager
+    async def forgets(_: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app.router.lifespan_context = forgets
+    with pytest.raises(RuntimeError, match="still has no session manager"):
+        async with lifespan(wrapped):
+            pass
+    assert endpoint.session_manager is None

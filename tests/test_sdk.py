@@ -10,10 +10,17 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
-from mcp_registry._sdk import ManagerView
+from mcp_registry._sdk import (
+    DEFAULT_BODY_LIMIT,
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    ManagerView,
+    UnsupportedSDK,
+    issue_ids_with,
+)
 from mcp_registry.testing import initialize_request, lifespan, session_headers
 
 
@@ -58,3 +65,23 @@ def test_the_view_reads_mode_and_body_limit() -> None:
     view = ManagerView.of(server.session_manager)
     assert view.stateless is True
     assert view.max_body_bytes == 1234
+
+
+class OlderManager:
+    """What a 1.26-1.28 manager lacks: a body limit of its own and a single admission hook."""
+
+    def __init__(self) -> None:
+        self._server_instances: dict[str, object] = {}
+        self.stateless = False
+
+
+def test_an_sdk_without_a_body_limit_gets_our_bound_and_refuses_continuity() -> None:
+    manager: Any = OlderManager()
+    assert ManagerView.of(manager).max_body_bytes == DEFAULT_BODY_LIMIT
+    with pytest.raises(UnsupportedSDK, match=r"mcp >= 1\.29"):
+        issue_ids_with(manager, lambda sdk_id: sdk_id)
+
+
+def test_the_handshake_revisions_are_the_legacy_ones() -> None:
+    assert "2025-11-25" in HANDSHAKE_PROTOCOL_VERSIONS
+    assert "2026-07-28" not in HANDSHAKE_PROTOCOL_VERSIONS
