@@ -54,3 +54,30 @@ def frameworks(session: nox.Session, line: str) -> None:
         "pytest", "-q", "-p", "no:cacheprovider", "tests/frameworks", *extra, *session.posargs,
         env={"MCP_REGISTRY_FRAMEWORKS": expected, "CI": os.environ.get("CI", "")},
     )  # fmt: skip
+
+
+LITELLM = "litellm==1.110.2"
+LITELLM_PROXY_DEPS = (
+    # `litellm[proxy]` pins litellm-proxy, litellm-enterprise and litellm-proxy-extras, which the
+    # package index reachable here does not carry; the proxy app (litellm/proxy/proxy_server.py) ships
+    # in the litellm wheel itself and runs with its other runtime dependencies, listed here.
+    "fastapi>=0.136.3", "starlette>=1.0.1", "uvicorn[standard]>=0.33", "backoff", "pyyaml", "rq>=2.7", "orjson",
+    "apscheduler>=3.11.2,<4", "fastapi-sso", "pyjwt>=2.13", "python-multipart", "cryptography>=49", "pynacl",
+    "websockets>=15,<16", "mcp>=2.3,<3", "httpx2>=2.10,<3", "rich", "tomlkit", "semver", "expression",
+    "restrictedpython", "soundfile",
+)  # fmt: skip
+
+
+@nox.session(python="3.11")
+def litellm(session: nox.Session) -> None:
+    """LiteLLM's proxy wrapped by the recipe of deploy/litellm/, with the demo server as its upstream."""
+    session.install(LITELLM, *LITELLM_PROXY_DEPS)
+    before = _installed(session, "mcp")
+    session.install(".[otel,cli]", *TEST_DEPS)
+    after = _installed(session, "mcp")
+    if after != before:
+        session.error(f"installing mcp-registry moved mcp from {before} to {after} beside LiteLLM")
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "tests/frameworks", *session.posargs,
+        env={"MCP_REGISTRY_FRAMEWORKS": "mcp2-mcpserver,litellm", "CI": os.environ.get("CI", "")},
+    )  # fmt: skip

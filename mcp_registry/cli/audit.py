@@ -30,10 +30,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mcp_registry.cli.worker_groups import group_by_host
 from mcp_registry.config import ENV_PREFIX, ENV_URL, ConfigError, RegistryConfig
 from mcp_registry.registry import redis_url
 from mcp_registry.registry.client import REDIS_ERRORS, RedisMisconfigured, connect, first_contact
-from mcp_registry.registry.reader import AuditReport, read_audit
+from mcp_registry.registry.reader import AuditReport, WorkerStats, read_audit
 from mcp_registry.registry.redis_url import redact
 from mcp_registry.telemetry import Status
 
@@ -236,23 +237,41 @@ def _totals(report: AuditReport) -> Table:
 
 
 def _workers(report: AuditReport) -> Table:
+    """A row per worker, grouped under its host when a host had several (`host:pid` ids across
+    restarts); workers gone with no activity in the window are folded into one row per host."""
     table = _titled("Workers")
     for name in ("worker", "state", "live", "created", "ended", "reused elsewhere", "served for others"):
         table.add_column(name, justify="left" if name in ("worker", "state") else "right")
     table.add_column("last heartbeat")
-    for w in report.workers:
-        if w.alive:
-            state = Text("alive", "green")
-        elif w.last_heartbeat is not None:
-            state = Text("lost", "red")
-        else:
-            state = Text("gone", "dim")
-        heartbeat = "—" if w.last_heartbeat is None else f"{format_duration(report.now - w.last_heartbeat)} ago"
-        table.add_row(
-            w.worker, state, str(w.live), str(w.created), str(w.ended), str(w.reuse_issued),
-            str(w.reuse_served), heartbeat,
-        )  # fmt: skip
+    for group in group_by_host(list(report.workers)):
+        grouped = group.workers > 1
+        if grouped:
+            alive = sum(1 for w in group.shown if w.alive)
+            table.add_row(
+                Text(group.host, "bold"), Text(f"{alive} of {group.workers} alive", "dim"), str(group.live),
+                str(group.created), str(group.ended), str(group.reuse_issued), str(group.reuse_served), "",
+            )  # fmt: skip
+        for w in group.shown:
+            name = f"  {w.worker[len(group.host):] or w.worker}" if grouped else w.worker
+            table.add_row(
+                name, _state(w), str(w.live), str(w.created), str(w.ended), str(w.reuse_issued),
+                str(w.reuse_served), _heartbeat(report, w),
+            )  # fmt: skip
+        if group.folded:
+            table.add_row(Text(f"  + {group.folded} gone, no activity in the window", "dim"), *[""] * 7)
     return table
+
+
+def _state(w: WorkerStats) -> Text:
+    if w.alive:
+        return Text("alive", "green")
+    if w.last_heartbeat is not None:
+        return Text("lost", "red")
+    return Text("gone", "dim")
+
+
+def _heartbeat(report: AuditReport, w: WorkerStats) -> str:
+    return "—" if w.last_heartbeat is None else f"{format_duration(report.now - w.last_heartbeat)} ago"
 
 
 def _lookups(report: AuditReport) -> Table:

@@ -273,3 +273,21 @@ def test_liveness_follows_the_workers_refresh_interval(
     assert doc["sessions"]["per_worker"][0]["alive"] is alive
     assert doc["sessions"]["live"] == (4 if alive else 0)
     assert doc["sessions"]["ended_by_reason"]["worker_lost"] == (0 if alive else 4)
+
+
+def test_the_worker_table_groups_a_host_and_folds_its_gone_workers(server: FakeServer) -> None:
+    r = fakeredis.FakeRedis(server=server, decode_responses=True)
+    now = time.time()
+    r.zadd(K.workers, {f"web-1:{pid}": now - 600 for pid in range(100, 120)})  # restarted 20 times
+    r.zadd(K.workers, {"web-1:200": now - 1, "web-2:300": now - 1})
+    r.hset(K.worker("web-1:200"), "live", 3)
+    r.hincrby(K.minute(keys.minute_of(now)), keys.f_created("web-1:200"), 3)
+    console = recording_console()
+    assert run(console) == 0
+    text = console.export_text()
+
+    assert cells(text, "web-1")[:3] == ["web-1", "1 of 21 alive", "3"]
+    assert cells(text, ":200")[:4] == [":200", "alive", "3", "3"]
+    assert "+ 20 gone, no activity in the window" in text
+    assert cells(text, "web-2:300")[:2] == ["web-2:300", "alive"]
+    assert ":101" not in text
