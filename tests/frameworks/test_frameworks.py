@@ -9,6 +9,7 @@ sharing a real redis-server. What a user would check:
   creates it in the app's lifespan, also behind FastMCP's auth);
 - a made-up id → the SDK's 404, its DELETE → 200 from us, a malformed id → 404: each classified;
 - the session hopped to the second worker → 404 and `cross_worker`, origin the first worker;
+- the session deleted, then used again → 404 and `expired`;
 - the session's key is in Redis under its hash; the spans carry the registry's attributes;
 - a second lifespan cycle (FastMCP replaces its manager) is followed.
 """
@@ -129,3 +130,13 @@ async def test_a_framework_app_wrapped_as_it_is(framework: Framework, redis_serv
             hop_span = next(s for s in captured.spans() if (s.attributes or {}).get(ATTR_WORKER_ID) == "worker-1")
             assert (hop_span.attributes or {}).get(ATTR_ID_HASH) == h  # the same keyed hash on both workers
             assert apps[0].runtime.stats.local_requests >= 1
+
+            ended = await http.delete(f"{url_a}/mcp", headers=session_headers(session_id))
+            assert ended.status_code == 200
+            async with redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True) as r:
+                with anyio.fail_after(10):  # its tombstone is written
+                    while not await r.exists(keys.KeySchema(PREFIX).tombstone(h)):
+                        await anyio.sleep(0.05)
+            after_end = await http.post(f"{url_a}/mcp", json=call, headers=session_headers(session_id))
+            assert after_end.status_code == 404
+            assert (await until_classified(captured, "worker-0", 4))[-1:] == [("expired", "worker-0")]
