@@ -12,6 +12,7 @@ What differs between lines, and what this module does about it:
 | `mcp_types.version` handshake list | yes | no        | no        | `mcp.shared.version`'s list       |
 | `max_request_body_size`            | yes | yes       | no        | our own bound, `DEFAULT_BODY_LIMIT` |
 | `_admit_session` (continuity)      | yes | yes       | no        | continuity refuses to start       |
+| forgets a DELETEd session          | yes | 1.30 only | no        | `forget_deleted` does it          |
 
 Where the manager is: an app's Streamable HTTP route ends in an object with a `session_manager`
 attribute (the SDK's `StreamableHTTPASGIApp`, in 1.x `FastMCP` and 2.x `MCPServer` apps;
@@ -98,6 +99,17 @@ def issue_ids_with(manager: StreamableHTTPSessionManager, make_id: Callable[[str
         return transport
 
     manager._admit_session = admit_with_our_id  # type: ignore[method-assign]
+
+
+def forget_deleted(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """After the SDK answered a DELETE on one of its sessions: make sure its table forgets it.
+
+    mcp 1.30 and 2.x do it themselves (`_discard_session`); 1.26-1.29 keep a terminated session in
+    `_server_instances` for the life of the process, so its id would stay "own" (and the table grow).
+    """
+    if not hasattr(manager, "_discard_session"):
+        manager._server_instances.pop(session_id, None)
+        getattr(manager, "_session_owners", {}).pop(session_id, None)
 
 
 def _endpoints(app: object) -> Iterator[tuple[str, object]]:

@@ -33,6 +33,7 @@ from mcp_registry._sdk import (
     UnsupportedSDK,
     endpoint_paths,
     find_holder,
+    forget_deleted,
     holder_of,
     issue_ids_with,
     manager_of,
@@ -292,12 +293,18 @@ class SessionRegistryMiddleware:
             await self.app(scope, receive, send)
             return
 
+        deleted = False
+
         async def send_watching_delete(message: Message) -> None:
+            nonlocal deleted
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                deleted = True
                 self.runtime.deleted(session_id)
             await send(message)
 
         await self.app(scope, receive, send_watching_delete)
+        if deleted and self._bound is not None:
+            forget_deleted(self._bound, session_id)  # (what mcp < 1.30 never does itself)
 
     async def _stale(
         self, header: SessionHeader, version: bytes | None, scope: Scope, receive: Receive, send: Send

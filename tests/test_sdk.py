@@ -19,6 +19,7 @@ from mcp_registry._sdk import (
     HANDSHAKE_PROTOCOL_VERSIONS,
     ManagerView,
     UnsupportedSDK,
+    forget_deleted,
     issue_ids_with,
 )
 from mcp_registry.testing import initialize_request, lifespan, session_headers
@@ -85,3 +86,16 @@ def test_an_sdk_without_a_body_limit_gets_our_bound_and_refuses_continuity() -> 
 def test_the_handshake_revisions_are_the_legacy_ones() -> None:
     assert "2025-11-25" in HANDSHAKE_PROTOCOL_VERSIONS
     assert "2026-07-28" not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def test_a_deleted_session_is_forgotten_where_the_sdk_would_keep_it() -> None:
+    older: Any = OlderManager()
+    older._server_instances["gone"] = object()
+    forget_deleted(older, "gone")
+    assert "gone" not in older._server_instances
+
+    server, _ = make_app()
+    current = server.session_manager
+    current._server_instances["kept-by-its-own-rules"] = object()  # type: ignore[assignment]
+    forget_deleted(current, "kept-by-its-own-rules")  # 2.x forgets by itself: we leave its table alone
+    assert "kept-by-its-own-rules" in current._server_instances
