@@ -171,7 +171,25 @@ def wait_ready(proc: subprocess.Popen[bytes], ready: Probe, *, timeout: float, w
         time.sleep(POLL_INTERVAL)
 
 
-class ManagedChild:
+class StartStop:
+    """A thing that `start()`s and `stop()`s; `with thing:` starts it and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ManagedChild(StartStop):
     """One child process with a working directory of its own, stopped (bounded) by `stop()` or by
     leaving a `with` block. Subclasses build the command in `start()` and call `_launch`."""
 
@@ -210,15 +228,3 @@ class ManagedChild:
             if self._dir is not None:
                 self._dir.cleanup()
                 self._dir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

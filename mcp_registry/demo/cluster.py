@@ -23,7 +23,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 import httpx
@@ -36,7 +35,7 @@ HEALTH_PATH: Final = "/healthz"
 """Where the demo app answers 200 once started; `health_path=` names another app's."""
 
 
-class WorkerCluster:
+class WorkerCluster(_process.StartStop):
     """Start `workers` uvicorn processes serving `app` (an import string).
 
     Each worker's environment is ours, plus `env`, plus `worker_env(i)` (settings that must
@@ -138,13 +137,6 @@ class WorkerCluster:
         """Stop worker `index` gracefully (lifespan shutdown runs); return its exit code."""
         return _process.terminate(self._procs[index], timeout=self._stop_timeout)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         own = self._worker_env(index) if self._worker_env is not None else {}

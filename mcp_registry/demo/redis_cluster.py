@@ -23,7 +23,6 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Final, Self, TypeVar
 
 import redis
@@ -75,7 +74,7 @@ def _loopback(index: int) -> str:
     return f"127.0.0.{index}"
 
 
-class LocalCluster:
+class LocalCluster(_process.StartStop):
     """`masters` masters with `replicas` replicas each, created with `redis-cli --cluster create`.
 
     `password` protects the `default` user (the helpers here use it); each of `users` is an ACL
@@ -133,13 +132,6 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- what the cluster looks like ---------------------------------------------------------------
     def node_table(self, via: RedisServer | None = None) -> list[dict[str, str]]:
@@ -245,7 +237,7 @@ class LocalCluster:
         return ["redis-cli", *(["-a", self._password, "--no-auth-warning"] if self._password else [])]
 
 
-class LocalSentinel:
+class LocalSentinel(_process.StartStop):
     """A master, `replicas` replicas and `sentinels` Sentinels (quorum: a majority) watching it."""
 
     def __init__(self, replicas: int = 1, sentinels: int = 3, *, down_after_ms: int = 1000, first_host: int = 31,
@@ -300,13 +292,6 @@ class LocalSentinel:
         for server in [*self.sentinels, *self.data]:
             server.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def master(self) -> RedisServer:
         """The data node the Sentinels name as master now."""

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 from mcp_registry.demo import _process
@@ -78,7 +77,7 @@ def server_pid(port: int, *, timeout: float = 0.25, host: str = HOST, password: 
     return int(match[1]) if match else None
 
 
-class RedisServer:
+class RedisServer(_process.StartStop):
     """A Redis server child process on a free 127.0.0.1 port, stopped on exit.
 
     `embedded=None` (the default) uses `redis-server` from PATH when there is one and fakeredis
@@ -199,13 +198,6 @@ directory, writable: Sentinel rewrites it); `executable` runs e.g. `redis-sentin
             _process.terminate(self._proc, timeout=self._stop_timeout)
         self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _ours_answers(self) -> bool:
         """Our child answers on the port (not another process that took the port meanwhile)."""

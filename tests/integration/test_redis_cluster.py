@@ -61,6 +61,16 @@ def settled_audit(url: str, stale: int) -> dict[str, Any]:
     return document
 
 
+def audit_failure(url: str) -> tuple[int, str]:
+    """`mcp-registry audit` expected to fail: its exit status and its one line on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_registry.cli", "audit", "--url", url, "--prefix", PREFIX],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.stderr.count("\n") == 1, done.stderr
+    return done.returncode, done.stderr
+
+
 def assert_quiet(workers: Workers) -> None:
     """No Redis episode and no traceback in any worker's log."""
     for index in range(len(workers.urls)):
@@ -141,13 +151,9 @@ def test_a_plain_url_at_a_cluster_node_names_the_fix(redis_cluster: LocalCluster
     poll(lambda: workers.metric_total(DROPPED, **{DROP_REASON: "misconfigured"}), lambda n: n > 0, bound=10)
     assert sum(redis_cluster.keys_per_master(f"{PREFIX}:*").values()) == 0  # nothing half-written
 
-    done = subprocess.run(
-        [sys.executable, "-m", "mcp_registry.cli", "audit", "--url", plain, "--prefix", PREFIX],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert "redis+cluster://" in done.stderr
+    status, line = audit_failure(plain)
+    assert status == 2
+    assert "redis+cluster://" in line
 
 
 def test_a_cluster_url_at_a_plain_redis_names_the_fix(redis_server: RedisServer, worker_cluster: StartCluster) -> None:
@@ -246,14 +252,9 @@ def test_an_acl_user_kept_to_the_prefix_writes_and_audits_on_a_cluster(
         for index in range(2):
             assert "reg-secret" not in workers.cluster.log(index)
 
-        wrong = url.replace("reg-secret", "not-it")
-        done = subprocess.run(
-            [sys.executable, "-m", "mcp_registry.cli", "audit", "--url", wrong, "--prefix", PREFIX],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        assert done.returncode == 1
-        assert done.stderr.count("\n") == 1, done.stderr
-        assert "not-it" not in done.stderr
+        status, line = audit_failure(url.replace("reg-secret", "not-it"))
+        assert status == 1
+        assert "not-it" not in line
 
 
 def test_audit_reads_a_cluster(redis_cluster: LocalCluster) -> None:
