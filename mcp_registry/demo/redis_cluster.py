@@ -23,6 +23,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Self, TypeVar
 
 import redis
@@ -74,23 +76,44 @@ def _loopback(index: int) -> str:
     return f"127.0.0.{index}"
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterTls:
+    """TLS for every node: clients (on a TLS port of their own), the cluster bus and replication.
+
+    `cert` serves and is also presented to the other nodes (give it both serverAuth and clientAuth,
+    and every node's address as a SAN); clients must present a certificate `ca` signed."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class LocalCluster(_process.StartStop):
     """`masters` masters with `replicas` replicas each, created with `redis-cli --cluster create`.
 
     `password` protects the `default` user (the helpers here use it); each of `users` is an ACL
-    rule list for one more user, e.g. `"registry on >secret ~prefix:* +@all"`.
+    rule list for one more user, e.g. `"registry on >secret ~prefix:* +@all"`. With `tls`, each node
+    also listens on a TLS port and `url` names those (`rediss+cluster://`); the helpers here keep
+    to the plain ports, which Redis answers with plain addresses (and TLS clients with TLS ones).
     """
 
     def __init__(self, masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = 1000, first_host: int = 11,
                  startup_timeout: float = 30.0, password: str | None = None,
-                 users: Sequence[str] = ()) -> None:  # fmt: skip
+                 users: Sequence[str] = (), tls: ClusterTls | None = None) -> None:  # fmt: skip
         if shutil.which("redis-cli") is None:
             raise FileNotFoundError("redis-cli is not on PATH (Debian: redis-tools, with redis-server)")
         self._timeout = startup_timeout
         self.nodes: list[RedisServer] = []
+        self.tls_ports: list[int] = []
         for index in range(masters * (1 + replicas)):
             host = _loopback(first_host + index)
-            port, bus = _process.free_ports(2, host)
+            port, bus, tls_port = _process.free_ports(3, host)
+            self.tls_ports.append(tls_port)
+            secure = [] if tls is None else [
+                "--tls-port", str(tls_port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca),
+                "--tls-auth-clients", "yes",
+            ]  # fmt: skip
             self.nodes.append(RedisServer(embedded=False, host=host, port=port, args=[
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
@@ -100,7 +123,9 @@ class LocalCluster(_process.StartStop):
                 "--cluster-replica-validity-factor", "0",  # any replica may take over, however long apart
                 *(["--requirepass", password, "--masterauth", password] if password else []),
                 *(token for rule in users for token in ["--user", *rule.split()]),
+                *secure,
             ], password=password))  # fmt: skip
+        self._tls = tls
         self._password = password
         self._masters = masters
         self._replicas = replicas
@@ -108,7 +133,10 @@ class LocalCluster(_process.StartStop):
 
     @property
     def url(self) -> str:
-        """A cluster URL with every master as a seed."""
+        """A cluster URL with every master as a seed (their TLS ports, `rediss+cluster://`, with `tls`)."""
+        if self._tls is not None:
+            seeds = zip(self.nodes[: self._masters], self.tls_ports, strict=False)
+            return "rediss+cluster://" + ",".join(f"{node.host}:{port}" for node, port in seeds)
         return "redis+cluster://" + ",".join(node.address for node in self.nodes[: self._masters])
 
     def start(self) -> Self:

@@ -18,12 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
 from mcp_registry.config import ENV_PREFIX, ENV_URL
-from mcp_registry.demo.redis_cluster import LocalCluster, client
+from mcp_registry.demo.redis_cluster import ClusterTls, LocalCluster, client
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.registry import keys
 from tests.conftest import require
@@ -48,15 +49,16 @@ from tests.integration.test_faults import (
     start_workers,
     wait_for_log,
 )
+from tests.integration.test_tls import make_pki
 
 pytestmark = pytest.mark.integration
 
 MISCONFIGURED: Final = "the registry is off for this worker"
 
 
-def settled_audit(url: str, stale: int) -> dict[str, Any]:
+def settled_audit(url: str, stale: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The audit once every stale id sent has been classified (or counted unverified)."""
-    document = poll(lambda: audit(url), lambda d: non_local_lookups(d) >= stale, bound=RECOVERY_BOUND)
+    document = poll(lambda: audit(url, env=env), lambda d: non_local_lookups(d) >= stale, bound=RECOVERY_BOUND)
     assert non_local_lookups(document) == stale
     return document
 
@@ -255,6 +257,28 @@ def test_an_acl_user_kept_to_the_prefix_writes_and_audits_on_a_cluster(
         status, line = audit_failure(url.replace("reg-secret", "not-it"))
         assert status == 1
         assert "not-it" not in line
+
+
+def test_a_tls_cluster_with_client_certificates(
+    redis_server_on_path_required: None, worker_cluster: StartCluster, tmp_path: Path
+) -> None:
+    """`rediss+cluster://` with the TLS file settings: the workers and the audit reach every node over
+    TLS (the bus and replication too), presenting a client certificate each node requires."""
+    require(shutil.which("redis-cli") is not None, "redis-cli (Debian: redis-tools)")
+    require(shutil.which("openssl") is not None, "openssl (on PATH), to make the test's certificates")
+    pki = make_pki(tmp_path, ips=tuple(f"127.0.0.{11 + i}" for i in range(3)))
+    with LocalCluster(masters=3, tls=ClusterTls(pki.server_cert, pki.server_key, pki.ca)) as cluster:
+        assert cluster.url.startswith("rediss+cluster://")
+        workers = start_workers(worker_cluster, 2, registry_env(cluster.url, **pki.client_env))
+        traffic = drive(workers.urls, rounds=2, keep_open=1)
+        traffic.assert_all_served()
+        assert_exact(settled_audit(cluster.url, traffic.stale_sent, env=pki.client_env), traffic)
+        assert_quiet(workers)
+        assert sum(cluster.keys_per_master(f"{PREFIX}:s:*").values()) >= len(traffic.held)
+
+        status, line = audit_failure(cluster.url)  # no client certificate: refused, in one line
+        assert status == 1
+        assert "cannot read the registry" in line
 
 
 def test_audit_reads_a_cluster(redis_cluster: LocalCluster) -> None:

@@ -69,13 +69,16 @@ def openssl(*args: str, cwd: Path) -> None:
     assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA, and a server (SAN IP 127.0.0.1) and a client certificate it signed, all P-256, valid a day."""
+def make_pki(directory: Path, ips: tuple[str, ...] = ("127.0.0.1",)) -> Pki:
+    """A CA, and a server (SAN: `ips`) and a client certificate it signed, all P-256, valid a day.
+
+    The server certificate may also act as a client (a cluster node connects to the others with it)."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
             "-subj", "/CN=mcp-registry test CA", cwd=directory)  # fmt: skip
-    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (directory / f"{name}.ext").write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+    san = ",".join(f"IP:{ip}" for ip in ips)
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        (directory / f"{name}.ext").write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
         openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
                 cwd=directory)  # fmt: skip
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
