@@ -127,10 +127,13 @@ def test_two_workers_on_a_three_master_cluster(redis_cluster: LocalCluster, work
     traffic.assert_all_served()
 
     assert poll(all_recorded(redis_cluster.url, traffic, workers.cluster.worker_ids), bool, bound=RECOVERY_BOUND)
-    document = settled_audit(redis_cluster.url, traffic.stale_sent)
+    deleted = traffic.created - len(traffic.held)  # every session not kept open was DELETEd by its client
+    document = poll(lambda: settled_audit(redis_cluster.url, traffic.stale_sent),
+                    lambda d: d["sessions"]["ended_by_reason"].get("deleted", 0) >= deleted, bound=RECOVERY_BOUND)
     assert_exact(document, traffic)
     sessions = document["sessions"]
     assert sessions["live"] == len(traffic.held)
+    assert sessions["ended_by_reason"] == {"deleted": deleted, "idle": 0, "shutdown": 0, "worker_lost": 0}
     assert document["workers"] == workers.cluster.worker_ids
 
     spread = redis_cluster.keys_per_master(f"{PREFIX}:*")
