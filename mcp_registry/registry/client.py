@@ -109,10 +109,8 @@ async def first_contact(redis: RegistryRedis, config: RegistryConfig) -> None:
         return
     try:
         info = await redis.info("cluster")
-    except ResponseError as exc:
-        if isinstance(exc, (MovedError, AskError)):
-            raise RedisMisconfigured(_a_cluster_node(target)) from None
-        return  # e.g. an ACL user without INFO: a MOVED reply will still tell (`misconfiguration`)
+    except ResponseError:
+        return  # e.g. an ACL user without INFO: the first MOVED reply will tell (`misconfiguration`)
     if str(info.get("cluster_enabled", "0")) == "1":
         raise RedisMisconfigured(_a_cluster_node(target))
 

@@ -366,10 +366,8 @@ class RegistryWriter:
             for name, _ in fields:
                 self._counters.pop((m, name), None)
             self._client_fields.pop(m, None)
-            if m == minute:
+            if m == minute:  # (the request-path counts only ever go to the current minute)
                 self._flushed_stats = stats_now
-        self._counters.clear()  # (all sent; a minute's stats deltas can only go to `minute`)
-        self._client_fields.clear()
 
     def _stats_fields(self) -> dict[str, int]:
         """The request-path counts as per-minute counter fields (cumulative)."""
