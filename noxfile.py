@@ -1,4 +1,5 @@
-"""The framework matrix: each supported MCP server line in its own virtualenv, on its newest release.
+"""The framework matrix: each supported MCP server line in its own virtualenv, on its newest release
+(pinned, as checked last), and `latest`: everything at its newest, to see upstream drift before it lands.
 
 `./run.sh test` runs it after the main suite (whose virtualenv is the `mcp` 2.x line with
 `MCPServer`); `nox -s "frameworks(line='fastmcp-3')"` runs one line. Each session installs the
@@ -15,8 +16,11 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
+# `latest` is a look ahead, not part of `./run.sh test`: run it by name.
+nox.options.sessions = ["frameworks", "litellm"]
 
-TEST_DEPS = ("pytest>=8", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "httpx>=0.27")
+# Pinned like constraints.txt (the main suite's toolchain), so that upstream drift shows up in `nox -s latest`.
+TEST_DEPS = ("pytest==9.2.0", "pytest-asyncio==1.5.0", "pytest-timeout==2.4.0", "httpx==0.29.0")
 FLOOR_WARNINGS = (
     # mcp 1.26 itself, with today's pydantic-settings and anyio: a settings warning at import and
     # memory streams its transports leave unclosed. Not ours; the newest 1.x has neither.
@@ -26,10 +30,11 @@ FLOOR_WARNINGS = (
 
 LINES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # line: (what its users install, the apps tests/frameworks must find, extra pytest arguments)
-    "mcp-1": ("mcp>=1.26,<2", "mcp1-fastmcp", ()),
+    # The newest release of each line when last checked: bump them after `nox -s latest` passes.
+    "mcp-1": ("mcp==1.30.0", "mcp1-fastmcp", ()),
     "mcp-1-floor": ("mcp==1.26.0", "mcp1-fastmcp", FLOOR_WARNINGS),
-    "fastmcp-3": ("fastmcp>=3,<4", "mcp1-fastmcp,fastmcp3,fastmcp3-auth", ()),
-    "fastmcp-4": ("fastmcp>=4,<5", "mcp2-mcpserver,fastmcp4,fastmcp4-auth", ()),
+    "fastmcp-3": ("fastmcp==3.4.11", "mcp1-fastmcp,fastmcp3,fastmcp3-auth", ()),
+    "fastmcp-4": ("fastmcp==4.2.3", "mcp2-mcpserver,fastmcp4,fastmcp4-auth", ()),
 }
 
 
@@ -81,3 +86,16 @@ def litellm(session: nox.Session) -> None:
         "pytest", "-q", "-p", "no:cacheprovider", "tests/frameworks", *session.posargs,
         env={"MCP_REGISTRY_FRAMEWORKS": "mcp2-mcpserver,litellm", "CI": os.environ.get("CI", "")},
     )  # fmt: skip
+
+
+@nox.session(python="3.11")
+def latest(session: nox.Session) -> None:
+    """The newest release of everything (runtime and toolchain), ignoring constraints.txt.
+
+    `nox -s latest` (optionally `-- tests/test_lint.py` to try one file): a failure here is upstream
+    drift to look at, not a red main. When it passes, regenerate constraints.txt from its virtualenv
+    (`.nox/latest/bin/pip freeze --exclude-editable`) and bump the framework lines above.
+    """
+    session.install("--upgrade", "-e", ".[test]")
+    session.run("pip", "list", "--format=freeze", silent=False)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests"]))

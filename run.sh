@@ -14,9 +14,10 @@ ensure_venv() {
   if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
   fi
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+    # constraints.txt pins the toolchain (tests, lint) so that CI is reproducible; `nox -s latest` tries the newest.
+    "$venv/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]"
     touch "$stamp"
   fi
 }

@@ -82,7 +82,7 @@ def connect(config: RegistryConfig, *, max_connections: int = 2) -> RegistryRedi
             **options, **credentials, **tls,
         )  # fmt: skip
     sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(
         list(target.nodes),
         sentinel_kwargs={**sentinel_options, "decode_responses": True, **tls},
         **options, **credentials, **tls, db=target.db,

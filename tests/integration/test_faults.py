@@ -283,8 +283,8 @@ def sync_redis(registry_url: str) -> redis.Redis | redis.RedisCluster:
                                   decode_responses=True, socket_timeout=5)  # fmt: skip
     if target.topology is Topology.SENTINEL:
         assert target.service is not None
-        sentinel = redis.Sentinel(list(target.nodes), socket_timeout=5)  # type: ignore[no-untyped-call]
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        sentinel = redis.Sentinel(list(target.nodes), socket_timeout=5)
+        master: redis.Redis = sentinel.master_for(
             target.service, username=target.username, password=target.password, decode_responses=True, socket_timeout=5
         )
         return master
