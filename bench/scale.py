@@ -142,7 +142,7 @@ def _writer(
     live = {} if live is None else live
     book = SessionBook(live) if book is None else book
     telemetry = RecordingTelemetry(worker)
-    writer = RegistryWriter(config, book=book, stats=telemetry.stats, telemetry=telemetry,
+    writer = RegistryWriter(config, live=book.ids, stats=telemetry.stats, telemetry=telemetry,
                             hasher=IdHasher(HASH_KEY))
     return writer, book, live, telemetry
 
@@ -162,7 +162,7 @@ async def write_by_events(url: str, worker: str, count: int) -> WriterRun:
         for _ in range(count):
             session_id = uuid.uuid4().hex
             live[session_id] = None
-            if not writer.submit(SessionOpened(book.opened(session_id), CLIENT)):
+            if not writer.submit(SessionOpened(session_id, book.opened(session_id).created_at, CLIENT)):
                 raise BenchError("the writer's queue refused an event")
 
         def written() -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mcp_registry.config import ConfigError, RegistryConfig, StalePolicy
+from mcp_registry.config import ConfigError, RegistryConfig
+from mcp_registry.outcomes import StalePolicy
 
 if TYPE_CHECKING:
     from mcp_registry.handler import SessionRegistryMiddleware

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
 
+from mcp_registry.outcomes import StalePolicy
+
 ENV_REGISTRY: Final = "MCP_SESSION_REGISTRY"
 ENV_URL: Final = "MCP_SESSION_REGISTRY_URL"
 ENV_PREFIX: Final = "MCP_SESSION_REGISTRY_PREFIX"
@@ -50,13 +52,6 @@ class ConfigError(ValueError):
     """A setting has a value that is not allowed; the message names the setting."""
 
 
-class StalePolicy(StrEnum):
-    """What a stateful worker does with a stale id on a request that is not `initialize`."""
-
-    SPEC = "spec"
-    """Let the SDK answer 404 so that a spec-following client starts a new session."""
-    STRIP = "strip"
-    """Drop the stale header and let the request through (LiteLLM's behaviour)."""
 
 
 class Continuity(StrEnum):

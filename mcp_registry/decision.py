@@ -26,24 +26,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, NamedTuple
 
-from mcp_registry.config import StalePolicy
+from mcp_registry.outcomes import Action, StalePolicy
 
 SESSION_HEADER: Final = b"mcp-session-id"
 PROTOCOL_VERSION_HEADER: Final = b"mcp-protocol-version"
 MAX_ID_BYTES: Final = 256
 
 
-class Action(StrEnum):
-    PASS = "pass"
-    """Hand the request to the SDK unchanged."""
-    STRIP = "strip"
-    """Remove every `mcp-session-id` header, then hand the request to the SDK."""
-    ACK_DELETE = "ack_delete"
-    """Answer 200 here; the SDK never sees the request."""
-    REJECT = "reject"
-    """Hand the request to the SDK unchanged, which answers 404 "Session not found"."""
-    FORWARD = "forward"
-    """Stream the request to the worker that owns the session, and its answer back (continuity)."""
 
 
 class IdState(StrEnum):

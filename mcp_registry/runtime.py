@@ -20,12 +20,12 @@ from opentelemetry.trace import Span
 
 from mcp_registry._sdk import ManagerView
 from mcp_registry.config import RegistryConfig
-from mcp_registry.decision import Action
-from mcp_registry.registry.events import ClientInfo, SessionClosed, SessionOpened, StaleSeen
+from mcp_registry.outcomes import Action, EndReason, Status
+from mcp_registry.registry.events import Answer, ClientInfo, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.registry.writer import RegistryWriter
 from mcp_registry.sessions import OwnedSession, SessionBook
-from mcp_registry.telemetry import EndReason, RequestStats, Status, Telemetry, annotate
+from mcp_registry.telemetry import RequestStats, Telemetry, annotate
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,19 @@ SWEEP_SECONDS: Final = 1.0
 """How often the sessions the SDK ended by itself (idle timeout) are noticed."""
 DRAIN_SECONDS: Final = 5.0
 """How long shutdown waits for the writer to record what is queued."""
+
+
+def answer_on(span: Span, action: Action, stats: RequestStats, *, raw_id: str | None) -> Answer:
+    """How a stale id's classification reaches the request's side: its span (then ended) and the counts."""
+
+    def answer(status: Status, id_hash: str | None, origin: str | None) -> None:
+        annotate(span, status=status, id_hash=id_hash, origin=origin, raw_id=raw_id)
+        span.end()
+        stats.lookups[(status, action)] += 1
+        if status is Status.CROSS_WORKER and origin is not None:
+            stats.reuse[origin] += 1
+
+    return answer
 
 
 class WorkerRuntime:
@@ -60,7 +73,7 @@ class WorkerRuntime:
         )
         if config.enabled:
             self.writer = RegistryWriter(
-                config, book=self.book, stats=self.stats, telemetry=self.telemetry, hasher=self.hasher
+                config, live=self.book.ids, stats=self.stats, telemetry=self.telemetry, hasher=self.hasher
             )
         self.started = False
 
@@ -75,7 +88,7 @@ class WorkerRuntime:
         session = self.book.opened(session_id)
         self.telemetry.session_created()
         if self.writer is not None:
-            self.writer.submit(SessionOpened(session, client))
+            self.writer.submit(SessionOpened(session_id, session.created_at, client))
 
     def deleted(self, session_id: str) -> None:
         session = self.book.closed(session_id)
@@ -87,30 +100,22 @@ class WorkerRuntime:
 
         `known` is a classification made in process (continuity's sealed ids): no Redis lookup then.
         """
+        raw = session_id if session_id is not None and self.config.record_raw_id else None
+        answer = answer_on(span, action, self.stats, raw_id=raw)
         if session_id is None:
-            annotate(span, status=Status.MALFORMED, id_hash=None)
-            span.end()
-            self.stats.lookups[(Status.MALFORMED, action)] += 1
-            return
-        if known is not None:
-            raw = session_id if self.config.record_raw_id else None
-            annotate(span, status=known, id_hash=self.hasher.hash(session_id), raw_id=raw)
-            span.end()
-            self.stats.lookups[(known, action)] += 1
-            return
-        if self.writer is not None and self.started:
-            self.writer.submit(StaleSeen(session_id, action, span, time.monotonic(), time.time()))
-            return
-        raw = session_id if self.config.record_raw_id else None
-        annotate(span, status=Status.UNVERIFIED, id_hash=self.hasher.hash(session_id), raw_id=raw)
-        span.end()
-        self.stats.lookups[(Status.UNVERIFIED, action)] += 1
+            answer(Status.MALFORMED, None, None)
+        elif known is not None:
+            answer(known, self.hasher.hash(session_id), None)
+        elif self.writer is not None and self.started:
+            self.writer.submit(StaleSeen(session_id, action, answer, time.monotonic(), time.time()))
+        else:
+            answer(Status.UNVERIFIED, self.hasher.hash(session_id), None)
 
     def _ended(self, session: OwnedSession, reason: EndReason) -> None:
         lifetime = self.book.lifetime(session)
         self.telemetry.session_ended(reason, lifetime)
         if self.writer is not None:
-            self.writer.submit(SessionClosed(session, reason, lifetime, self.book.now()))
+            self.writer.submit(SessionClosed(session.session_id, reason, lifetime, self.book.now()))
 
     # --- lifecycle -------------------------------------------------------------------------------
     def shutting_down(self) -> None:

@@ -20,10 +20,6 @@ class OwnedSession:
     """Wall-clock time of creation (epoch seconds)."""
     started: float
     """Monotonic time of creation, for the lifetime."""
-    id_hash: str | None = None
-    """The keyed hash, filled in once the deployment's key is known."""
-    refreshed_at: float = float("-inf")
-    """Monotonic time its live key was last written (the writer's bookkeeping)."""
 
 
 class SessionBook:
@@ -48,6 +44,10 @@ class SessionBook:
 
     def __iter__(self) -> Iterator[OwnedSession]:
         return iter(list(self._owned.values()))
+
+    def ids(self) -> list[str]:
+        """The ids of the sessions held now (a snapshot: plain values for the registry)."""
+        return list(self._owned)
 
     def get(self, session_id: str) -> OwnedSession | None:
         return self._owned.get(session_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final
 
 from opentelemetry import metrics, trace
@@ -19,7 +18,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
-from mcp_registry.decision import Action
+from mcp_registry.outcomes import Action, DropReason, EndReason, Era, Status
 
 INSTRUMENTATION_NAME: Final = "mcp_registry"
 
@@ -64,50 +63,14 @@ METRIC_FORWARD_REFUSED: Final = "mcp_registry.forward.refused"
 
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
-DROP_REASONS: Final = ("queue_full", "rate_limited", "backlog_full", "shutdown", "misconfigured")
-"""Why the registry drops an event: queue full (at submit), lookup rate limit, pending backlog over its bound,
-shutdown before it could be written."""
 REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap")
 REDIS_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class Status(StrEnum):
-    """What an id turned out to be."""
-
-    LOCAL = "local"
-    CROSS_WORKER = "cross_worker"
-    EXPIRED = "expired"
-    FABRICATED = "fabricated"
-    MALFORMED = "malformed"
-    UNVERIFIED = "unverified"
-    MISSING = "missing"
-    """No id at all on a request a stateful worker can only serve with one (not an `initialize`): a client
-    or gateway that drops `mcp-session-id`. Not legitimate."""
-
-    @property
-    def legitimate(self) -> bool | None:
-        """True if some worker of this deployment issued the id, None if nobody could tell."""
-        if self is Status.UNVERIFIED:
-            return None
-        return self in (Status.LOCAL, Status.CROSS_WORKER, Status.EXPIRED)
 
 
-class Era(StrEnum):
-    LEGACY = "legacy"
-    """Revisions 2024-11-05 to 2025-11-25: the initialize handshake and `mcp-session-id`."""
-    MODERN = "modern"
-    """Revision 2026-07-28 and later: no protocol sessions."""
 
 
-class EndReason(StrEnum):
-    DELETED = "deleted"
-    """The client sent DELETE and the SDK served it."""
-    IDLE = "idle"
-    """The SDK closed the session after its idle timeout."""
-    SHUTDOWN = "shutdown"
-    """The worker shut down while holding the session."""
-    WORKER_LOST = "worker_lost"
-    """The worker stopped refreshing (killed, crashed) and its sessions aged out by TTL."""
 
 
 @dataclass(slots=True)
@@ -188,7 +151,7 @@ class Telemetry:
             METRIC_BATCH_SIZE, unit="{event}", description="Events written to Redis in one pipelined batch."
         )
         # Health counters start at zero, so "no failures" reads as 0 on a dashboard, not as no data.
-        for reason in DROP_REASONS:
+        for reason in DropReason:
             self._dropped.add(0, {**self._worker_attr, ATTR_DROP_REASON: reason})
         for operation in REDIS_OPERATIONS:
             self._redis_errors.add(0, {**self._worker_attr, ATTR_OPERATION: operation})

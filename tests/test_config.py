@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_registry import ConfigError, RegistryConfig, StalePolicy
+from mcp_registry import ConfigError, RegistryConfig
 from mcp_registry.config import Continuity
+from mcp_registry.outcomes import StalePolicy
 
 BOOL_VARIABLES = {
     "MCP_SESSION_REGISTRY": "enabled",

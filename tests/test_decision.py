@@ -15,11 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mcp.types import JSONRPCRequest, jsonrpc_message_adapter
 
-from mcp_registry.config import StalePolicy
 from mcp_registry.decision import (
     ABSENT,
     MALFORMED,
-    Action,
     IdState,
     Request,
     SessionHeader,
@@ -30,6 +28,7 @@ from mcp_registry.decision import (
     read_session_header,
     strip_session_header,
 )
+from mcp_registry.outcomes import Action, StalePolicy
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from mcp_registry import ConfigError, RegistryConfig, SessionRegistryMiddleware, StalePolicy
+from mcp_registry import ConfigError, RegistryConfig, SessionRegistryMiddleware
+from mcp_registry.outcomes import StalePolicy
 from mcp_registry.telemetry import (
     ATTR_ACTION,
     ATTR_ID_HASH,

@@ -37,8 +37,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
-from mcp_registry import RegistryConfig, SessionRegistryMiddleware, StalePolicy
-from mcp_registry.decision import Action
+from mcp_registry import RegistryConfig, SessionRegistryMiddleware
+from mcp_registry.outcomes import Action, StalePolicy
 from mcp_registry.testing import LEGACY_VERSION, MODERN_VERSION, lifespan
 
 Headers = list[tuple[bytes, bytes]]

@@ -32,11 +32,11 @@ from rich.text import Text
 
 from mcp_registry.cli.worker_groups import group_by_host
 from mcp_registry.config import ENV_PREFIX, ENV_URL, ConfigError, RegistryConfig
+from mcp_registry.outcomes import Status
 from mcp_registry.registry import redis_url
 from mcp_registry.registry.client import REDIS_ERRORS, RedisMisconfigured, connect, first_contact
 from mcp_registry.registry.reader import AuditReport, WorkerStats, read_audit
 from mcp_registry.registry.redis_url import redact
-from mcp_registry.telemetry import Status
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "mcpreg"

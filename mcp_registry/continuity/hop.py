@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
 from starlette.types import Message
+
+from mcp_registry.outcomes import ForwardFailure
 
 OWNER_HEADER: Final = b"mcp-registry-owner"
 """Set by the owner on a forwarded answer: its worker id (removed before the answer reaches the client)."""
@@ -14,19 +15,6 @@ GONE_HEADER: Final = b"mcp-registry-session-gone"
 """Set by the owner when it no longer holds the session (removed before the answer reaches the client)."""
 
 
-class ForwardFailure(StrEnum):
-    """Why a hop did not end with the owner serving the request (`mcp_registry.forward.failure`)."""
-
-    OWNER_GONE = "owner_gone"
-    """The owner's listener is not there (worker killed, scaled down, restarted elsewhere)."""
-    SESSION_GONE = "session_gone"
-    """The owner is up but no longer holds the session (ended, idle, or a previous incarnation's)."""
-    TIMEOUT = "timeout"
-    """The owner did not answer within the forward timeout."""
-    REFUSED = "refused"
-    """The owner's listener refused the hop (e.g. the hosts' clocks are more than 30 s apart)."""
-    BROKEN = "broken"
-    """The connection failed after the owner had started to answer."""
 
 
 @dataclass(slots=True)

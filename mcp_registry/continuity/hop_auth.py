@@ -19,10 +19,10 @@ import base64
 import hmac
 import itertools
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final
 
 from mcp_registry.continuity.keys import derive
+from mcp_registry.outcomes import Refusal
 
 HOP_HEADER: Final = b"mcp-registry-hop"
 HOP_WORKER_HEADER: Final = b"mcp-registry-hop-worker"
@@ -34,14 +34,6 @@ _TAG_BYTES: Final = 16
 _WINDOW_MASK: Final = (1 << WINDOW) - 1
 
 
-class Refusal(StrEnum):
-    """Why the internal listener refused a request (the `reason` of its counter)."""
-
-    MISSING = "missing"
-    MALFORMED = "malformed"
-    BAD_TAG = "bad_tag"
-    STALE = "stale"
-    REPLAYED = "replayed"
 
 
 class HopSigner:

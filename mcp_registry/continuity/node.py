@@ -18,10 +18,11 @@ from starlette.types import Receive, Scope, Send
 from mcp_registry.config import RegistryConfig
 from mcp_registry.continuity.address import Address, parse_advertise, parse_listen, parse_route
 from mcp_registry.continuity.forwarder import Forwarder
-from mcp_registry.continuity.hop import ForwardFailure, HopResult
-from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier, Refusal
+from mcp_registry.continuity.hop import HopResult
+from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier
 from mcp_registry.continuity.listener import HopListener, ServeForwarded
 from mcp_registry.continuity.sealed_id import BOOT_BYTES, Route, SessionIdSealer, Shape
+from mcp_registry.outcomes import ForwardFailure, Refusal
 from mcp_registry.telemetry import RequestStats, Telemetry
 
 ROUTE_CACHE_SIZE: Final = 4096

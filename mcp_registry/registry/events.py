@@ -1,14 +1,15 @@
-"""What the request path hands to the background writer. Plain data; nothing here does I/O."""
+"""What the request path hands to the background writer: plain values, events in and answers out.
+
+Nothing here does I/O or refers to the request path's objects: a stale id's answer goes back
+through the callable the event carries.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.trace import Span
-
-from mcp_registry.decision import Action
-from mcp_registry.sessions import OwnedSession
-from mcp_registry.telemetry import EndReason
+from mcp_registry.outcomes import Action, EndReason, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,25 +35,33 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class SessionOpened:
-    session: OwnedSession
+    session_id: str
+    """The raw id (kept in memory, hashed before anything reaches Redis)."""
+    created_at: float
+    """Wall-clock time of creation (epoch seconds)."""
     client: ClientInfo
 
 
 @dataclass(frozen=True, slots=True)
 class SessionClosed:
-    session: OwnedSession
+    session_id: str
     reason: EndReason
     lifetime: float
     ended_at: float
 
 
+Answer = Callable[[Status, str | None, str | None], None]
+"""How a lookup's outcome goes back to the request side: status, the id's keyed hash, its origin worker."""
+
+
 @dataclass(frozen=True, slots=True)
 class StaleSeen:
-    """A request carried an id this worker does not hold; classify it and end its span."""
+    """A request carried an id this worker does not hold: classify it and give the answer back."""
 
     session_id: str
     action: Action
-    span: Span
+    answer: Answer
+    """Called once with what the id was (status, keyed hash, origin worker): ends the request's span."""
     seen_at: float
     """Monotonic time the request arrived."""
     seen_wall: float

@@ -13,25 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from mcp_registry.outcomes import Status, classify_stored
 from mcp_registry.registry import keys
-from mcp_registry.telemetry import Status
 
 CACHE_SIZE: Final = 4096
 CACHE_SECONDS: Final = 2.0
 
 
 def classify(live: object, tomb: object, *, seen_wall: float, worker: str) -> tuple[Status, str | None]:
-    """What an id seen by `worker` at `seen_wall` was, from its live key and tombstone: status, origin."""
-    if isinstance(live, str):
-        # Our own id that we no longer hold is one that ended a moment ago.
-        return (Status.EXPIRED if live == worker else Status.CROSS_WORKER), live
-    if isinstance(tomb, str):
-        origin, ended_at = keys.parse_tombstone(tomb)
-        # Ended after the request arrived: it was live on its origin when it was used here.
-        if ended_at is not None and ended_at > seen_wall and origin != worker:
-            return Status.CROSS_WORKER, origin
-        return Status.EXPIRED, origin
-    return Status.FABRICATED, None
+    """What an id seen by `worker` at `seen_wall` was, from its live key's and tombstone's values."""
+    origin, ended_at = keys.parse_tombstone(tomb) if isinstance(tomb, str) else (None, None)
+    return classify_stored(
+        live if isinstance(live, str) else None, origin, ended_at, seen_wall=seen_wall, worker=worker
+    )
 
 
 class TokenBucket:

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from mcp_registry.continuity.hop import ForwardFailure
-from mcp_registry.decision import Action
+from mcp_registry.outcomes import Action, EndReason, Era, ForwardFailure, Status
 from mcp_registry.registry.client import RegistryRedis
 from mcp_registry.registry.keys import (
     F_LIFE_COUNT,
@@ -29,7 +28,6 @@ from mcp_registry.registry.keys import (
     KeySchema,
     minute_of,
 )
-from mcp_registry.telemetry import EndReason, Era, Status
 
 MINUTES_PER_PIPELINE: Final = 1440
 """Minute hashes read per pipelined round trip (one day)."""

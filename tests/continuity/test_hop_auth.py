@@ -11,8 +11,8 @@ from mcp_registry.continuity.hop_auth import (
     WINDOW,
     HopSigner,
     HopVerifier,
-    Refusal,
 )
+from mcp_registry.outcomes import Refusal
 
 KEY = b"deployment-key-0123456789abcdef"
 NOW = 1_800_000_000.0

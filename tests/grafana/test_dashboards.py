@@ -15,7 +15,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_registry.telemetry import ATTR_STATUS, SPAN_RESOLVE, Status
+from mcp_registry.outcomes import Status
+from mcp_registry.telemetry import ATTR_STATUS, SPAN_RESOLVE
 from tests.integration.demo_stack import ScrapedDemo
 
 from .dashboard_json import (

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mcp_registry.outcomes import Status
 from mcp_registry.registry.lookups import CACHE_SECONDS, CACHE_SIZE, AnswerCache, TokenBucket, classify
-from mcp_registry.telemetry import Status
 
 
 def test_an_id_live_elsewhere_is_cross_worker_and_our_own_is_expired() -> None:

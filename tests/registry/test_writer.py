@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mcp_registry.config import RegistryConfig
-from mcp_registry.decision import Action
+from mcp_registry.outcomes import Action, EndReason
 from mcp_registry.registry import keys
-from mcp_registry.registry.events import ClientInfo, SessionClosed, SessionOpened, StaleSeen
+from mcp_registry.registry.events import Answer, ClientInfo, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.registry.writer import LOOKUP_GRACE_SECONDS, RegistryWriter
+from mcp_registry.runtime import answer_on
 from mcp_registry.sessions import SessionBook
 from mcp_registry.telemetry import (
     ATTR_LEGITIMATE,
@@ -28,7 +29,6 @@ from mcp_registry.telemetry import (
     ATTR_STATUS,
     METRIC_QUEUE_DROPPED,
     METRIC_REDIS_DURATION,
-    EndReason,
     RequestStats,
     Telemetry,
 )
@@ -63,7 +63,7 @@ class Worker:
         self.redis_class = redis_class
         self.writer = RegistryWriter(
             self.config,
-            book=self.book,
+            live=self.book.ids,
             stats=self.stats,
             telemetry=self.telemetry,
             hasher=self.hasher,
@@ -76,17 +76,33 @@ class Worker:
     def open(self, session_id: str, client: str = "inspector") -> None:
         self.live[session_id] = object()
         session = self.book.opened(session_id)
-        self.writer.submit(SessionOpened(session, ClientInfo(client, "1.0", "2025-11-25")))
+        self.writer.submit(SessionOpened(session_id, session.created_at, ClientInfo(client, "1.0", "2025-11-25")))
 
     def delete(self, session_id: str, lifetime: float = 12.0) -> None:
         self.live.pop(session_id)
         session = self.book.closed(session_id)
         assert session is not None
-        self.writer.submit(SessionClosed(session, EndReason.DELETED, lifetime, self.book.now()))
+        self.writer.submit(SessionClosed(session_id, EndReason.DELETED, lifetime, self.book.now()))
 
     def stale(self, session_id: str, action: Action = Action.REJECT, *, seen_ago: float = 0.0) -> None:
+        self.writer.submit(
+            StaleSeen(session_id, action, self.answer(action), time.monotonic() - seen_ago, self.book.now() - seen_ago)
+        )
+
+    def answer(self, action: Action = Action.REJECT) -> Answer:
+        """The answer the runtime gives a lookup: the request's span, annotated and ended, and the counts."""
         span = self.captured.tracer_provider.get_tracer("t").start_span("mcp_registry.session.resolve")
-        self.writer.submit(StaleSeen(session_id, action, span, time.monotonic() - seen_ago, self.book.now() - seen_ago))
+        return answer_on(span, action, self.stats, raw_id=None)
+
+    async def written(self, *session_ids: str) -> bool:
+        """Whether the live keys of these sessions are in Redis (under the deployment's hash)."""
+        redis = fakeredis.FakeAsyncRedis(server=self.server, decode_responses=True)
+        hashes = [self.hasher.hash(sid) for sid in session_ids]
+        if None in hashes:
+            return False
+        found = await redis.exists(*(KEYS.session(h) for h in hashes if h is not None))
+        await redis.aclose()
+        return bool(found == len(session_ids))
 
     def statuses(self) -> list[tuple[str, str | None]]:
         out = []
@@ -141,7 +157,7 @@ async def test_a_new_session_is_written_under_its_hash_with_a_ttl(server: fakere
     a = Worker(server, "worker-a")
     async with running(a):
         a.open("secret-session-id-1")
-        await until(lambda: a.book.get("secret-session-id-1").id_hash is not None)  # type: ignore[union-attr]
+        await until(lambda: a.written("secret-session-id-1"))
         h = a.hasher.require("secret-session-id-1")
         await until(lambda: redis.exists(KEYS.session(h)))
         assert await redis.get(KEYS.session(h)) == "worker-a"
@@ -176,7 +192,7 @@ async def test_stale_ids_are_classified_cross_worker_expired_or_fabricated(
     async with running(a, b):
         a.open("live-on-a")
         a.open("ended-on-a")
-        await until(lambda: len(a.book) == 2 and all(s.id_hash for s in a.book))
+        await until(lambda: a.written("live-on-a", "ended-on-a"))
         a.delete("ended-on-a")
         await until(lambda: redis.exists(KEYS.tombstone(a.hasher.require("ended-on-a"))))
         b.stale("live-on-a")
@@ -198,7 +214,7 @@ async def test_an_id_used_elsewhere_before_its_end_counts_as_cross_worker(server
     a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
     async with running(a, b):
         a.open("short-lived")
-        await until(lambda: all(s.id_hash for s in a.book))
+        await until(lambda: a.written(*a.book.ids()))
         b.stale("short-lived", seen_ago=0.01)  # seen while live ...
         a.delete("short-lived")  # ... then ended before b looks it up
         await until(lambda: len(b.captured.spans()) == 1, timeout=5 + LOOKUP_GRACE_SECONDS)
@@ -234,16 +250,12 @@ async def test_lookups_beyond_the_rate_limit_are_unverified_and_counted(server: 
 async def test_a_full_queue_drops_and_counts_but_never_blocks(server: fakeredis.FakeServer) -> None:
     b = Worker(server, "worker-b", queue_size=10)
     # The writer is not running: the queue fills up, and submit still returns at once (it is not async).
-    accepted = [b.writer.submit(StaleSeen(f"id-{i}", Action.REJECT, _span(b), 0.0, 0.0)) for i in range(25)]
+    accepted = [b.writer.submit(StaleSeen(f"id-{i}", Action.REJECT, b.answer(), 0.0, 0.0)) for i in range(25)]
     assert accepted.count(True) == 10
     assert b.stats.dropped["queue_full"] == 15
     assert [s for s, _ in b.statuses()] == ["unverified"] * 15
     b.writer.close()  # a writer that never ran drops what it queued, and says so
     assert b.stats.dropped["shutdown"] == 10
-
-
-def _span(worker: Worker) -> Any:
-    return worker.captured.tracer_provider.get_tracer("t").start_span("mcp_registry.session.resolve")
 
 
 async def test_an_outage_loses_no_counts_and_is_logged_once(
@@ -280,7 +292,7 @@ async def test_live_sessions_come_back_after_redis_restarts_empty(server: fakere
     a = Worker(server, "worker-a")
     async with running(a):
         a.open("survivor")
-        await until(lambda: all(s.id_hash for s in a.book))
+        await until(lambda: a.written(*a.book.ids()))
         h = a.hasher.require("survivor")
         key_before = a.hasher.key
         await until(lambda: redis.exists(KEYS.session(h)))
@@ -304,9 +316,9 @@ async def test_shutdown_flushes_ends_and_removes_the_worker(server: fakeredis.Fa
     a = Worker(server, "worker-a")
     async with running(a):
         a.open("held")
-        await until(lambda: all(s.id_hash for s in a.book))
+        await until(lambda: a.written(*a.book.ids()))
         session = a.book.close_all()[0]
-        a.writer.submit(SessionClosed(session, EndReason.SHUTDOWN, 3.0, a.book.now()))
+        a.writer.submit(SessionClosed(session.session_id, EndReason.SHUTDOWN, 3.0, a.book.now()))
     h = a.hasher.require("held")
     assert await redis.exists(KEYS.session(h)) == 0
     assert str(await redis.get(KEYS.tombstone(h))).startswith("worker-a|")
@@ -321,7 +333,7 @@ async def test_a_held_session_key_never_lapses_between_refreshes(server: fakered
     a = Worker(server, "worker-a", refresh_seconds=0.3)  # TTL 1 s
     async with running(a):
         a.open("held")
-        await until(lambda: all(s.id_hash for s in a.book))
+        await until(lambda: a.written(*a.book.ids()))
         key = KEYS.session(a.hasher.require("held"))
         await until(lambda: redis.exists(key))
         deadline = time.monotonic() + 3.0  # ten refresh intervals, three TTLs
@@ -399,7 +411,7 @@ async def test_counters_of_a_minute_whose_node_failed_are_sent_once_more_and_no_
             a.open(name)
             session = a.book.closed(name)
             assert session is not None
-            a.writer.submit(SessionClosed(session, EndReason.DELETED, 1.0, ended_at))
+            a.writer.submit(SessionClosed(name, EndReason.DELETED, 1.0, ended_at))
         await until(lambda: redis.hget(KEYS.minute(later), "ended|worker-a|deleted"), timeout=15)
     assert FailsOneMinuteOnce.failed == 1
     assert await redis.hget(KEYS.minute(earlier), "ended|worker-a|deleted") == "1"  # not twice

@@ -1,0 +1,103 @@
+"""The registry's per-minute counters: folded in memory, flushed to one hash per minute.
+
+Sessions opened and ended (by worker, client, reason, lifetime) are counted here as events
+arrive; the request path's own counts (`RequestStats`, cumulative integers) are turned into
+per-minute deltas at each flush. Each minute is flushed in a pipeline of its own (one key: one
+slot, one node of a cluster) and stays pending until that pipeline succeeds, so a node failing
+mid-flush never gets another minute's increments sent twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from mcp_registry.outcomes import EndReason
+from mcp_registry.registry import keys
+from mcp_registry.telemetry import RequestStats
+
+CLIENTS_PER_MINUTE: Final = 100
+"""Distinct client labels counted per minute; the rest count as `other` (client names are untrusted)."""
+
+Execute = Callable[..., Awaitable[list[Any]]]
+
+
+class MinuteCounters:
+    def __init__(self, *, worker: str, stats: RequestStats, schema: keys.KeySchema, retention_seconds: int) -> None:
+        self._worker = worker
+        self._stats = stats
+        self._keys = schema
+        self._retention = retention_seconds
+        self._pending: Counter[tuple[int, str]] = Counter()
+        self._client_fields: Counter[int] = Counter()
+        self._flushed_stats: dict[str, int] = {}
+
+    # --- folding (no I/O) ----------------------------------------------------------------------
+    def opened(self, created_at: float, client_name: str, client_version: str) -> None:
+        minute = keys.minute_of(created_at)
+        self._pending[(minute, keys.f_created(self._worker))] += 1
+        client = keys.f_client(client_name, client_version)
+        if (minute, client) not in self._pending:
+            if self._client_fields[minute] >= CLIENTS_PER_MINUTE:
+                client = keys.f_client("other", "other")
+            else:
+                self._client_fields[minute] += 1
+        self._pending[(minute, client)] += 1
+
+    def ended(self, ended_at: float, reason: EndReason, lifetime: float, *, worker: str | None = None) -> None:
+        minute = keys.minute_of(ended_at)
+        self._pending[(minute, keys.f_ended(worker or self._worker, reason.value))] += 1
+        self._pending[(minute, keys.f_lifetime(lifetime))] += 1
+        self._pending[(minute, keys.F_LIFE_COUNT)] += 1
+        self._pending[(minute, keys.F_LIFE_SUM_MS)] += round(lifetime * 1000)
+
+    def lost(self, now: float, worker: str, count: int) -> None:
+        """`count` sessions of a worker that stopped heart-beating ended (their lifetimes are unknown)."""
+        self._pending[(keys.minute_of(now), keys.f_ended(worker, EndReason.WORKER_LOST.value))] += count
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._client_fields.clear()
+
+    # --- flushing ------------------------------------------------------------------------------
+    async def flush(self, redis: Any, execute: Execute, *, now: float) -> None:
+        """Send every pending minute, and the request-path counts since the last flush as `now`'s."""
+        stats_now = self._stats_fields()
+        deltas = Counter(self._pending)
+        minute = keys.minute_of(now)
+        for name, value in stats_now.items():
+            if delta := value - self._flushed_stats.get(name, 0):
+                deltas[(minute, name)] += delta
+        if not deltas:
+            return
+        by_minute: dict[int, list[tuple[str, int]]] = {}
+        for (m, name), value in sorted(deltas.items()):
+            by_minute.setdefault(m, []).append((name, value))
+        for m, fields in by_minute.items():
+            pipe = redis.pipeline(transaction=False)
+            for name, value in fields:
+                pipe.hincrby(self._keys.minute(m), name, value)
+            pipe.expire(self._keys.minute(m), self._retention)
+            await execute(pipe, "counters", batch=len(fields))
+            for name, _ in fields:
+                self._pending.pop((m, name), None)
+            self._client_fields.pop(m, None)
+            if m == minute:  # (the request-path counts only ever go to the current minute)
+                self._flushed_stats = stats_now
+
+    def _stats_fields(self) -> dict[str, int]:
+        """The request-path counts as per-minute counter fields (cumulative)."""
+        stats = self._stats
+        fields: dict[str, int] = {}
+        for era, count in stats.requests.items():
+            fields[keys.f_requests(era.value)] = count
+        for (status, action), count in stats.lookup_counts().items():
+            fields[keys.f_lookup(status.value, action.value)] = count
+        for origin, count in stats.reuse.items():
+            fields[keys.f_reuse(origin, self._worker)] = count
+        for reason, count in stats.dropped.items():
+            fields[keys.f_dropped(self._worker, reason)] = count
+        for reason, count in stats.forward_failures.items():
+            fields[keys.f_forward_failed(self._worker, reason)] = count
+        return fields

@@ -1,0 +1,120 @@
+"""The registry's session keys: creations and ends pending a write, and the sliding expiry of live ones.
+
+A session's live key (`SET P:s:{H} <worker> EX ttl`) is written when it opens and re-asserted while
+the worker holds it; when it ends, the key goes and a tombstone (`P:t:{H}`, same slot) remembers
+who issued it and when it ended, for the retention window. The raw id stays in this process's
+memory: keys hold only its keyed hash.
+
+The registry keeps its own table of the sessions it has written (hash, last write), reconciled
+with the ids the worker says it holds at each refresh: nothing here reads or changes the request
+path's objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_registry.registry import keys
+from mcp_registry.registry.events import SessionClosed, SessionOpened
+from mcp_registry.registry.hasher import IdHasher
+
+Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Written:
+    id_hash: str | None = None
+    refreshed_at: float = float("-inf")
+    """Monotonic time the live key was last written."""
+
+
+class SessionWrites:
+    def __init__(
+        self, *, worker: str, schema: keys.KeySchema, hasher: IdHasher, ttl: int, retention: int, limit: int,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._worker = worker
+        self._keys = schema
+        self._hasher = hasher
+        self._ttl = ttl
+        self._retention = retention
+        self._limit = limit
+        self._monotonic = monotonic
+        self._written: dict[str, _Written] = {}
+        self.opened: list[SessionOpened] = []
+        self.closed: list[SessionClosed] = []
+        self._due: list[tuple[str, _Written]] = []
+
+    # --- folding (no I/O) ----------------------------------------------------------------------
+    def open(self, event: SessionOpened) -> None:
+        self._written.setdefault(event.session_id, _Written())
+        self.opened.append(event)
+        if len(self.opened) > self._limit:  # the refresh re-asserts live sessions anyway
+            self.opened.pop(0)
+
+    def close(self, event: SessionClosed) -> SessionClosed | None:
+        """Queue an end; returns one pushed out of a full backlog (to be counted as dropped)."""
+        self.closed.append(event)
+        return self.closed.pop(0) if len(self.closed) > self._limit else None
+
+    def forget_hashes(self) -> None:
+        """The deployment's key changed: every hash is computed again on its next write."""
+        for written in self._written.values():
+            written.id_hash = None
+
+    def abandon(self) -> tuple[list[SessionOpened], list[SessionClosed]]:
+        pending = self.opened, self.closed
+        self.opened, self.closed = [], []
+        return pending
+
+    # --- commands --------------------------------------------------------------------------------
+    def pending_commands(self) -> list[Command]:
+        """The writes of the sessions opened and ended since the last pass."""
+        commands: list[Command] = []
+        now = self._monotonic()
+        for opened in self.opened:
+            written = self._written.setdefault(opened.session_id, _Written())
+            commands.append(("set", (self._keys.session(self._hash(opened.session_id, written)), self._worker),
+                             {"ex": self._ttl}))
+            written.refreshed_at = now
+        for closed in self.closed:
+            h = self._hash(closed.session_id, self._written.pop(closed.session_id, _Written()))
+            commands.append(("delete", (self._keys.session(h),), {}))
+            commands.append(("set", (self._keys.tombstone(h), keys.tombstone_value(self._worker, closed.ended_at)),
+                             {"ex": self._retention}))
+        return commands
+
+    def written(self) -> None:
+        """The pending writes reached Redis."""
+        self.opened, self.closed = [], []
+
+    def refresh_commands(self, live: Collection[str], *, every: bool, stale_before: float) -> list[Command]:
+        """Re-assert the live keys of `live` (the ids the worker holds) that are due; forget the others.
+
+        Due: every one (`every`: after an outage or a key change), else those last written before
+        `stale_before`. Call `refreshed()` once they have reached Redis.
+        """
+        for gone in self._written.keys() - set(live):
+            del self._written[gone]
+        due: list[tuple[str, _Written]] = []
+        for session_id in live:
+            written = self._written.get(session_id)
+            if written is None:
+                written = self._written[session_id] = _Written()
+            if every or written.refreshed_at <= stale_before:
+                due.append((session_id, written))
+        self._due = due
+        return [("set", (self._keys.session(self._hash(sid, w)), self._worker), {"ex": self._ttl}) for sid, w in due]
+
+    def refreshed(self, now: float) -> None:
+        """The refresh commands reached Redis."""
+        for _, written in self._due:
+            written.refreshed_at = now
+        self._due = []
+
+    def _hash(self, session_id: str, written: _Written) -> str:
+        if written.id_hash is None:
+            written.id_hash = self._hasher.require(session_id)
+        return written.id_hash
