@@ -43,12 +43,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.load import WrkResult, run_wrk
 from bench.procs import BenchError, require_binary, wait_for_quiet
 from bench.report import machine, write_section
-from mcp_registry.config import ENV_PREFIX, ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
 from mcp_registry.demo import _process
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
-from mcp_registry.registry import keys
+from mcp_registry.env import ENV_PREFIX, ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
+from mcp_registry.registry import hasher, key_schema
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 REPORT: Final = REPO_ROOT / "docs" / "reliability.md"
@@ -346,14 +346,14 @@ def recovery_seconds(deployment: Deployment, started: float, workers: list[int] 
     for index in indexes:
         response = httpx.post(deployment.cluster.urls[index] + "/mcp", content=INITIALIZE, headers=HEADERS, timeout=10)
         probes[response.headers["mcp-session-id"]] = deployment.cluster.worker_ids[index]
-    schema = keys.KeySchema(PREFIX)
+    schema = key_schema.KeySchema(PREFIX)
     deadline = time.monotonic() + RECOVERY_TIMEOUT
     with deployment.redis_client() as r:
         while time.monotonic() < deadline:
             with contextlib.suppress(redis.RedisError):
                 key = r.get(schema.hash_key)
                 if key is not None and all(
-                    r.get(schema.session(keys.id_hash(key.encode(), sid))) == worker for sid, worker in probes.items()
+                    r.get(schema.session(hasher.id_hash(key.encode(), sid))) == worker for sid, worker in probes.items()
                 ):
                     return time.monotonic() - started
             time.sleep(0.05)
@@ -582,7 +582,7 @@ class OffTheList:
         return self._gone
 
     def _watch(self) -> None:
-        schema = keys.KeySchema(PREFIX)
+        schema = key_schema.KeySchema(PREFIX)
         with self._deployment.redis_client() as r:
             while time.monotonic() < self.started + RECOVERY_TIMEOUT:
                 if r.zscore(schema.workers, self._worker) is None:
@@ -610,9 +610,9 @@ def _open_sessions(url: str, count: int) -> int:
 
 def _ended_sessions(r: redis.Redis, worker: str, reason: str) -> int:
     """Sessions of `worker` the last two minutes' counters record as ended for `reason`."""
-    schema = keys.KeySchema(PREFIX)
-    minute = keys.minute_of(time.time())
-    field_name = keys.f_ended(worker, reason)
+    schema = key_schema.KeySchema(PREFIX)
+    minute = key_schema.minute_of(time.time())
+    field_name = key_schema.f_ended(worker, reason)
     return sum(int(r.hget(schema.minute(m), field_name) or 0) for m in (minute - 1, minute))
 
 

@@ -37,7 +37,7 @@ import redis
 from bench.procs import BenchError, RedisServer
 from mcp_registry.config import RegistryConfig
 from mcp_registry.demo.redis_cluster import LocalCluster
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 from mcp_registry.registry.client import RegistryRedis, connect
 from mcp_registry.registry.events import ClientInfo, SessionOpened
 from mcp_registry.registry.hasher import IdHasher
@@ -193,7 +193,7 @@ async def _refresh_pass(url: str, worker: str, live: dict[str, object], book: Se
     """Run a writer on `book` until its first pass (every live session and the heartbeat) is written."""
     writer, _, _, telemetry = _writer(url, worker, queue_size=16, live=live, book=book)
     redis: RegistryRedis = connect(RegistryConfig(url=url, redis_timeout=5.0))
-    worker_key = keys.KeySchema(PREFIX).worker(worker)
+    worker_key = key_schema.KeySchema(PREFIX).worker(worker)
     try:
         await redis.delete(worker_key)
         async with anyio.create_task_group() as tg:
@@ -275,7 +275,7 @@ class _Store:
         total = 0
         for client in self._clients():
             with client:
-                total += sum(1 for _ in client.scan_iter(match=keys.KeySchema(PREFIX).session("*"), count=10_000))
+                total += sum(1 for _ in client.scan_iter(match=key_schema.KeySchema(PREFIX).session("*"), count=10_000))
         return total
 
     def stop(self) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mcp_registry.config import ConfigError, RegistryConfig
+from mcp_registry.config import RegistryConfig
+from mcp_registry.env import ConfigError
 from mcp_registry.outcomes import StalePolicy
 
 if TYPE_CHECKING:

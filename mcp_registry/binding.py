@@ -13,7 +13,7 @@ from collections.abc import Callable
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from mcp_registry._sdk import ManagerView, UnsupportedSDK, forget_deleted, issue_ids_with, manager_of
-from mcp_registry.config import ENV_CONTINUITY
+from mcp_registry.env import ENV_CONTINUITY
 
 NO_MANAGER = (
     "SessionRegistryMiddleware: the app's lifespan started but its Streamable HTTP route still has no "

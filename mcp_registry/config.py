@@ -17,40 +17,39 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
 
+from mcp_registry.addresses import parse_advertise, parse_listen
+from mcp_registry.env import (
+    ENV_CONTINUITY,
+    ENV_FORWARD_ADVERTISE,
+    ENV_FORWARD_LISTEN,
+    ENV_FORWARD_TIMEOUT,
+    ENV_HASH_KEY,
+    ENV_LOOKUP_RATE,
+    ENV_PATH,
+    ENV_PREFIX,
+    ENV_QUEUE_SIZE,
+    ENV_RECORD_RAW_ID,
+    ENV_REDIS_TIMEOUT,
+    ENV_REFRESH_SECONDS,
+    ENV_REGISTRY,
+    ENV_RETENTION_SECONDS,
+    ENV_ROUTE_LABEL,
+    ENV_STALE_POLICY,
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TRACE_LOCAL,
+    ENV_URL,
+    ENV_WORKER_ID,
+    ConfigError,
+)
 from mcp_registry.outcomes import StalePolicy
-
-ENV_REGISTRY: Final = "MCP_SESSION_REGISTRY"
-ENV_URL: Final = "MCP_SESSION_REGISTRY_URL"
-ENV_PREFIX: Final = "MCP_SESSION_REGISTRY_PREFIX"
-ENV_WORKER_ID: Final = "MCP_SESSION_REGISTRY_WORKER_ID"
-ENV_STALE_POLICY: Final = "MCP_SESSION_STALE_POLICY"
-ENV_TRACE_LOCAL: Final = "MCP_SESSION_REGISTRY_TRACE_LOCAL"
-ENV_HASH_KEY: Final = "MCP_SESSION_REGISTRY_HASH_KEY"
-ENV_RECORD_RAW_ID: Final = "MCP_SESSION_REGISTRY_RECORD_RAW_ID"
-ENV_REFRESH_SECONDS: Final = "MCP_SESSION_REGISTRY_REFRESH_SECONDS"
-ENV_RETENTION_SECONDS: Final = "MCP_SESSION_REGISTRY_RETENTION_SECONDS"
-ENV_QUEUE_SIZE: Final = "MCP_SESSION_REGISTRY_QUEUE_SIZE"
-ENV_LOOKUP_RATE: Final = "MCP_SESSION_REGISTRY_LOOKUP_RATE"
-ENV_REDIS_TIMEOUT: Final = "MCP_SESSION_REGISTRY_REDIS_TIMEOUT"
-ENV_TLS_CA: Final = "MCP_SESSION_REGISTRY_TLS_CA_FILE"
-ENV_TLS_CERT: Final = "MCP_SESSION_REGISTRY_TLS_CERT_FILE"
-ENV_TLS_KEY: Final = "MCP_SESSION_REGISTRY_TLS_KEY_FILE"
-ENV_CONTINUITY: Final = "MCP_SESSION_CONTINUITY"
-ENV_FORWARD_LISTEN: Final = "MCP_SESSION_FORWARD_LISTEN"
-ENV_FORWARD_ADVERTISE: Final = "MCP_SESSION_FORWARD_ADVERTISE"
-ENV_FORWARD_TIMEOUT: Final = "MCP_SESSION_FORWARD_TIMEOUT"
-ENV_ROUTE_LABEL: Final = "MCP_SESSION_ROUTE_LABEL"
-ENV_PATH: Final = "MCP_SESSION_REGISTRY_PATH"
+from mcp_registry.redis_url import parse, redact
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 _ROUTE_LABEL: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _Num = TypeVar("_Num", int, float)
-
-
-class ConfigError(ValueError):
-    """A setting has a value that is not allowed; the message names the setting."""
-
 
 
 
@@ -61,6 +60,17 @@ class Continuity(StrEnum):
     """Nothing new: the decision table applies (the SDK answers 404 under `spec`)."""
     FORWARD = "forward"
     """Stream the request to the owner's internal listener and its answer back."""
+
+
+DEFAULT_URL: Final = "redis://localhost:6379/0"
+DEFAULT_PREFIX: Final = "mcpreg"
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot be a key namespace, or None (the one rule for workers and the audit)."""
+    if not prefix or any(c in prefix for c in "{}| ") or not prefix.isprintable():
+        return f"{ENV_PREFIX} must be a non-empty key namespace without braces, '|' or spaces; got {prefix!r}"
+    return None
 
 
 def default_forward_listen() -> str:
@@ -77,11 +87,11 @@ class RegistryConfig:
 
     enabled: bool = False
     """Record sessions in Redis (`MCP_SESSION_REGISTRY`)."""
-    url: str = "redis://localhost:6379/0"
+    url: str = DEFAULT_URL
     """Where the registry lives (`MCP_SESSION_REGISTRY_URL`): `redis://`, `rediss://` (TLS) or `unix://` for one
     Redis; `redis+cluster://host:port[,host:port…]` (or `rediss+cluster://`) for Redis Cluster;
     `redis+sentinel://host:port[,host:port…]/SERVICE` (or `rediss+sentinel://`) for Sentinel."""
-    prefix: str = "mcpreg"
+    prefix: str = DEFAULT_PREFIX
     """Namespace of every key the registry writes (`MCP_SESSION_REGISTRY_PREFIX`)."""
     worker_id: str = field(default_factory=default_worker_id)
     """This worker's name (`MCP_SESSION_REGISTRY_WORKER_ID`), `<hostname>:<pid>` by default."""
@@ -128,15 +138,12 @@ class RegistryConfig:
     session to its host (`MCP_SESSION_ROUTE_LABEL`): letters, digits, `-`, `_`, at most 16."""
 
     def __post_init__(self) -> None:
-        # Imported here: the URL module is pure, and the registry package imports this one.
-        from mcp_registry.registry.redis_url import parse, redact
-
         try:
             parse(self.url)
         except ValueError as exc:
             raise ConfigError(f"{ENV_URL}={redact(self.url)!r} is not a registry URL: {exc}") from None
-        if not self.prefix or any(c in self.prefix for c in "{}\x00 "):
-            raise ConfigError(f"{ENV_PREFIX} must be a non-empty key namespace without braces or spaces")
+        if (problem := prefix_problem(self.prefix)) is not None:
+            raise ConfigError(problem)
         if not self.worker_id or not self.worker_id.isprintable() or "|" in self.worker_id:
             raise ConfigError(f"{ENV_WORKER_ID} must be a non-empty printable name without '|'")
         if not isinstance(self.stale_policy, StalePolicy):
@@ -163,9 +170,6 @@ class RegistryConfig:
         if self.route_label is not None and not _ROUTE_LABEL.fullmatch(self.route_label):
             raise ConfigError(f"{ENV_ROUTE_LABEL} must be 1-16 letters, digits, '-' or '_'; got {self.route_label!r}")
         if self.continuity is Continuity.FORWARD:
-            # Imported here: the addresses module is pure, but config must not depend on continuity otherwise.
-            from mcp_registry.continuity.address import parse_advertise, parse_listen
-
             parse_listen(self.forward_listen)
             if self.forward_advertise is not None:
                 parse_advertise(self.forward_advertise)

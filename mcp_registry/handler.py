@@ -24,8 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_registry import _redact
 from mcp_registry._sdk import HANDSHAKE_PROTOCOL_VERSIONS, ManagerView, endpoint_paths, find_holder, holder_of
 from mcp_registry.binding import ManagerBinding
-from mcp_registry.config import ENV_CONTINUITY, ConfigError, Continuity, RegistryConfig
+from mcp_registry.config import Continuity, RegistryConfig
 from mcp_registry.decision import IdState, interpret, scan_headers
+from mcp_registry.env import ENV_CONTINUITY, ConfigError
 from mcp_registry.lifespan import serve_lifespan
 from mcp_registry.paths.asgi import acknowledge_delete
 from mcp_registry.paths.opening import OpeningPath

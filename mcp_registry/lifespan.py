@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_registry.config import ConfigError
+from mcp_registry.env import ConfigError
 
 
 async def serve_lifespan(

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.registry.keys import KeySchema, f_created, minute_of
+from mcp_registry.registry.key_schema import KeySchema, f_created, minute_of
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import anyio
 from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
-from mcp_registry.continuity.address import Address
+from mcp_registry.addresses import Address
 from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, HopResult
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER
 from mcp_registry.outcomes import ForwardFailure

@@ -21,7 +21,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Final
 
-from mcp_registry.continuity.keys import derive
+from mcp_registry.continuity.subkeys import derive
 from mcp_registry.outcomes import Refusal
 
 HOP_HEADER: Final = b"mcp-registry-hop"

@@ -19,10 +19,10 @@ from typing import Final
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from mcp_registry.config import ENV_FORWARD_LISTEN, ConfigError
-from mcp_registry.continuity.address import Address
+from mcp_registry.addresses import Address
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopVerifier
 from mcp_registry.decision import SESSION_HEADER
+from mcp_registry.env import ENV_FORWARD_LISTEN, ConfigError
 from mcp_registry.outcomes import Refusal
 from mcp_registry.telemetry import RequestStats
 

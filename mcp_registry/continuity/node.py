@@ -15,8 +15,8 @@ from typing import Final
 
 from starlette.types import Receive, Scope, Send
 
+from mcp_registry.addresses import Address, parse_advertise, parse_listen, parse_route
 from mcp_registry.config import RegistryConfig
-from mcp_registry.continuity.address import Address, parse_advertise, parse_listen, parse_route
 from mcp_registry.continuity.forwarder import Forwarder
 from mcp_registry.continuity.hop import HopResult
 from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from mcp_registry.continuity.keys import derive
+from mcp_registry.continuity.subkeys import derive
 
 VERSION: Final = 1
 BOOT_BYTES: Final = 8

@@ -27,8 +27,8 @@ from typing import Final, Self
 
 import httpx
 
-from mcp_registry.config import ENV_WORKER_ID
 from mcp_registry.demo import _process
+from mcp_registry.env import ENV_WORKER_ID
 
 DEMO_APP: Final = "mcp_registry.demo:app"
 HEALTH_PATH: Final = "/healthz"

@@ -28,8 +28,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mcp_registry.cli.audit import read_report, run_audit
-from mcp_registry.config import (
+from mcp_registry.audit.run import read_report, run_audit
+from mcp_registry.demo._process import ChildFailedError, log_tail
+from mcp_registry.demo.balancer import Balancer
+from mcp_registry.demo.cluster import WorkerCluster
+from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
+from mcp_registry.env import (
     ENV_CONTINUITY,
     ENV_HASH_KEY,
     ENV_PREFIX,
@@ -38,12 +43,7 @@ from mcp_registry.config import (
     ENV_RETENTION_SECONDS,
     ENV_URL,
 )
-from mcp_registry.demo._process import ChildFailedError, log_tail
-from mcp_registry.demo.balancer import Balancer
-from mcp_registry.demo.cluster import WorkerCluster
-from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
-from mcp_registry.registry.redis_url import redact
+from mcp_registry.redis_url import redact
 
 DEFAULT_PREFIX: Final = "mcpreg"
 PHASES: Final = ("off", "forward")

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
-from mcp_registry.config import ConfigError
+from mcp_registry.env import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader

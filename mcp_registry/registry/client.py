@@ -26,8 +26,9 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import AskError, MovedError, RedisClusterException, RedisError, ResponseError
 
-from mcp_registry.config import ENV_URL, RegistryConfig
-from mcp_registry.registry.redis_url import RedisTarget, Topology, parse, redact
+from mcp_registry.config import RegistryConfig
+from mcp_registry.env import ENV_URL
+from mcp_registry.redis_url import RedisTarget, Topology, parse, redact
 
 RegistryRedis: TypeAlias = Redis | RedisCluster
 """What the registry talks to: a client of one Redis (also Sentinel's master) or of a Cluster."""

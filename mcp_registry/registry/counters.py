@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from mcp_registry.outcomes import EndReason
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 from mcp_registry.telemetry import RequestStats
 
 CLIENTS_PER_MINUTE: Final = 100
@@ -24,7 +24,9 @@ Execute = Callable[..., Awaitable[list[Any]]]
 
 
 class MinuteCounters:
-    def __init__(self, *, worker: str, stats: RequestStats, schema: keys.KeySchema, retention_seconds: int) -> None:
+    def __init__(
+        self, *, worker: str, stats: RequestStats, schema: key_schema.KeySchema, retention_seconds: int
+    ) -> None:
         self._worker = worker
         self._stats = stats
         self._keys = schema
@@ -35,26 +37,26 @@ class MinuteCounters:
 
     # --- folding (no I/O) ----------------------------------------------------------------------
     def opened(self, created_at: float, client_name: str, client_version: str) -> None:
-        minute = keys.minute_of(created_at)
-        self._pending[(minute, keys.f_created(self._worker))] += 1
-        client = keys.f_client(client_name, client_version)
+        minute = key_schema.minute_of(created_at)
+        self._pending[(minute, key_schema.f_created(self._worker))] += 1
+        client = key_schema.f_client(client_name, client_version)
         if (minute, client) not in self._pending:
             if self._client_fields[minute] >= CLIENTS_PER_MINUTE:
-                client = keys.f_client("other", "other")
+                client = key_schema.f_client("other", "other")
             else:
                 self._client_fields[minute] += 1
         self._pending[(minute, client)] += 1
 
     def ended(self, ended_at: float, reason: EndReason, lifetime: float, *, worker: str | None = None) -> None:
-        minute = keys.minute_of(ended_at)
-        self._pending[(minute, keys.f_ended(worker or self._worker, reason.value))] += 1
-        self._pending[(minute, keys.f_lifetime(lifetime))] += 1
-        self._pending[(minute, keys.F_LIFE_COUNT)] += 1
-        self._pending[(minute, keys.F_LIFE_SUM_MS)] += round(lifetime * 1000)
+        minute = key_schema.minute_of(ended_at)
+        self._pending[(minute, key_schema.f_ended(worker or self._worker, reason.value))] += 1
+        self._pending[(minute, key_schema.f_lifetime(lifetime))] += 1
+        self._pending[(minute, key_schema.F_LIFE_COUNT)] += 1
+        self._pending[(minute, key_schema.F_LIFE_SUM_MS)] += round(lifetime * 1000)
 
     def lost(self, now: float, worker: str, count: int) -> None:
         """`count` sessions of a worker that stopped heart-beating ended (their lifetimes are unknown)."""
-        self._pending[(keys.minute_of(now), keys.f_ended(worker, EndReason.WORKER_LOST.value))] += count
+        self._pending[(key_schema.minute_of(now), key_schema.f_ended(worker, EndReason.WORKER_LOST.value))] += count
 
     def clear(self) -> None:
         self._pending.clear()
@@ -65,7 +67,7 @@ class MinuteCounters:
         """Send every pending minute, and the request-path counts since the last flush as `now`'s."""
         stats_now = self._stats_fields()
         deltas = Counter(self._pending)
-        minute = keys.minute_of(now)
+        minute = key_schema.minute_of(now)
         for name, value in stats_now.items():
             if delta := value - self._flushed_stats.get(name, 0):
                 deltas[(minute, name)] += delta
@@ -91,13 +93,13 @@ class MinuteCounters:
         stats = self._stats
         fields: dict[str, int] = {}
         for era, count in stats.requests.items():
-            fields[keys.f_requests(era.value)] = count
+            fields[key_schema.f_requests(era.value)] = count
         for (status, action), count in stats.lookup_counts().items():
-            fields[keys.f_lookup(status.value, action.value)] = count
+            fields[key_schema.f_lookup(status.value, action.value)] = count
         for origin, count in stats.reuse.items():
-            fields[keys.f_reuse(origin, self._worker)] = count
+            fields[key_schema.f_reuse(origin, self._worker)] = count
         for reason, count in stats.dropped.items():
-            fields[keys.f_dropped(self._worker, reason)] = count
+            fields[key_schema.f_dropped(self._worker, reason)] = count
         for reason, count in stats.forward_failures.items():
-            fields[keys.f_forward_failed(self._worker, reason)] = count
+            fields[key_schema.f_forward_failed(self._worker, reason)] = count
         return fields

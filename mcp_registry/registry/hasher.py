@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 from typing import Final
 
-from mcp_registry.registry.keys import id_hash
-
 RECENT: Final = 4096
+
+
+def id_hash(key: bytes, session_id: str) -> str:
+    """The keyed hash of a session id: 96 bits of HMAC-SHA256, 16 url-safe characters."""
+    digest = hmac.digest(key, session_id.encode("ascii", "surrogateescape"), "sha256")
+    return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
 
 
 class IdHasher:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 from mcp_registry.registry.counters import Execute
 from mcp_registry.registry.session_writes import Command
 
@@ -25,7 +25,7 @@ return 0
 
 
 def heartbeat_commands(
-    schema: keys.KeySchema, worker: str, *, live: int, now: float, started: float, ttl: int, retention: int,
+    schema: key_schema.KeySchema, worker: str, *, live: int, now: float, started: float, ttl: int, retention: int,
     final: bool,
 ) -> list[Command]:
     """This worker's heartbeat (or, `final`, its departure); the last command lists the workers lost."""
@@ -42,7 +42,7 @@ def heartbeat_commands(
 
 
 async def reap(
-    redis: Any, execute: Execute, schema: keys.KeySchema, lost: Sequence[str], stale_before: float
+    redis: Any, execute: Execute, schema: key_schema.KeySchema, lost: Sequence[str], stale_before: float
 ) -> list[tuple[str, int]]:
     """Remove the workers still stale; returns each removed worker with the sessions it held."""
     reaped: list[tuple[str, int]] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mcp_registry.outcomes import Status, classify_stored
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 
 CACHE_SIZE: Final = 4096
 CACHE_SECONDS: Final = 2.0
@@ -22,7 +22,7 @@ CACHE_SECONDS: Final = 2.0
 
 def classify(live: object, tomb: object, *, seen_wall: float, worker: str) -> tuple[Status, str | None]:
     """What an id seen by `worker` at `seen_wall` was, from its live key's and tombstone's values."""
-    origin, ended_at = keys.parse_tombstone(tomb) if isinstance(tomb, str) else (None, None)
+    origin, ended_at = key_schema.parse_tombstone(tomb) if isinstance(tomb, str) else (None, None)
     return classify_stored(
         live if isinstance(live, str) else None, origin, ended_at, seen_wall=seen_wall, worker=worker
     )

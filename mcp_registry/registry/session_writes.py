@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 from mcp_registry.registry.events import SessionClosed, SessionOpened
 from mcp_registry.registry.hasher import IdHasher
 
@@ -32,7 +32,7 @@ class _Written:
 
 class SessionWrites:
     def __init__(
-        self, *, worker: str, schema: keys.KeySchema, hasher: IdHasher, ttl: int, retention: int, limit: int,
+        self, *, worker: str, schema: key_schema.KeySchema, hasher: IdHasher, ttl: int, retention: int, limit: int,
         monotonic: Callable[[], float],
     ) -> None:
         self._worker = worker
@@ -82,7 +82,8 @@ class SessionWrites:
         for closed in self.closed:
             h = self._hash(closed.session_id, self._written.pop(closed.session_id, _Written()))
             commands.append(("delete", (self._keys.session(h),), {}))
-            commands.append(("set", (self._keys.tombstone(h), keys.tombstone_value(self._worker, closed.ended_at)),
+            tombstone = key_schema.tombstone_value(self._worker, closed.ended_at)
+            commands.append(("set", (self._keys.tombstone(h), tombstone),
                              {"ex": self._retention}))
         return commands
 

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from mcp_registry.config import RegistryConfig
 from mcp_registry.outcomes import DropReason, EndReason, Status
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 from mcp_registry.registry.client import (
     REDIS_ERRORS,
     RedisMisconfigured,
@@ -97,7 +97,7 @@ class RegistryWriter:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
-        self._keys = keys.KeySchema(config.prefix)
+        self._keys = key_schema.KeySchema(config.prefix)
         self._worker = config.worker_id
         self._live = live
         self._stats = stats

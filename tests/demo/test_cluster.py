@@ -13,7 +13,7 @@ from mcp_types import TextContent
 from mcp_registry.demo._process import ChildFailedError
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.registry.keys import KeySchema
+from mcp_registry.registry.key_schema import KeySchema
 
 pytestmark = pytest.mark.integration
 

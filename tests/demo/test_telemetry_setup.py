@@ -104,7 +104,7 @@ def test_an_invalid_prometheus_port_fails_naming_the_variable() -> None:
     # One child tries every value: each call fails before it configures anything, so the next one runs.
     code = f"""
 import os, json
-from mcp_registry.config import ConfigError
+from mcp_registry.env import ConfigError
 from mcp_registry.demo.telemetry_setup import configure_from_env
 errors = {{}}
 for value in {INVALID_PORTS!r}:

@@ -28,7 +28,7 @@ import redis.asyncio
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
 from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.registry import keys
+from mcp_registry.registry import hasher, key_schema
 from mcp_registry.telemetry import ATTR_ID_HASH, ATTR_ORIGIN_WORKER, ATTR_STATUS, ATTR_WORKER_ID
 from mcp_registry.testing import (
     CapturedTelemetry,
@@ -118,10 +118,10 @@ async def test_a_framework_app_wrapped_as_it_is(framework: Framework, redis_serv
                 ("fabricated", None), ("fabricated", None), ("malformed", None),
             ]
 
-            h = keys.id_hash(HASH_KEY, session_id)
+            h = hasher.id_hash(HASH_KEY, session_id)
             async with redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True) as r:
                 with anyio.fail_after(10):
-                    while await r.get(keys.KeySchema(PREFIX).session(h)) != "worker-0":
+                    while await r.get(key_schema.KeySchema(PREFIX).session(h)) != "worker-0":
                         await anyio.sleep(0.05)
             hopped = await http.post(f"{url_b}/mcp", json=call, headers=session_headers(session_id))
             assert hopped.status_code == 404
@@ -135,7 +135,7 @@ async def test_a_framework_app_wrapped_as_it_is(framework: Framework, redis_serv
             assert ended.status_code == 200
             async with redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True) as r:
                 with anyio.fail_after(10):  # its tombstone is written
-                    while not await r.exists(keys.KeySchema(PREFIX).tombstone(h)):
+                    while not await r.exists(key_schema.KeySchema(PREFIX).tombstone(h)):
                         await anyio.sleep(0.05)
             after_end = await http.post(f"{url_a}/mcp", json=call, headers=session_headers(session_id))
             assert after_end.status_code == 404

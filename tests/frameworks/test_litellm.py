@@ -28,9 +28,9 @@ from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from mcp_registry.config import ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.env import ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 
 pytestmark = pytest.mark.integration

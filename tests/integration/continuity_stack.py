@@ -18,7 +18,10 @@ from typing import Any, Final
 import anyio
 from redis.asyncio import Redis
 
-from mcp_registry.config import (
+from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
+from mcp_registry.demo.hosts import UvicornHost
+from mcp_registry.demo.proxies import Haproxy, Nginx
+from mcp_registry.env import (
     ENV_CONTINUITY,
     ENV_FORWARD_LISTEN,
     ENV_HASH_KEY,
@@ -28,9 +31,6 @@ from mcp_registry.config import (
     ENV_ROUTE_LABEL,
     ENV_URL,
 )
-from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
-from mcp_registry.demo.hosts import UvicornHost
-from mcp_registry.demo.proxies import Haproxy, Nginx
 from mcp_registry.registry.reader import read_audit
 
 ROOT: Final = Path(__file__).resolve().parents[2]

@@ -20,7 +20,13 @@ from typing import Final, Self
 import anyio
 import httpx
 
-from mcp_registry.config import (
+from mcp_registry.demo import _process
+from mcp_registry.demo.balancer import Balancer
+from mcp_registry.demo.cluster import HEALTH_PATH, WorkerCluster
+from mcp_registry.demo.redis_server import RedisServer, redis_server_on_path
+from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
+from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
+from mcp_registry.env import (
     ENV_CONTINUITY,
     ENV_HASH_KEY,
     ENV_PREFIX,
@@ -32,12 +38,6 @@ from mcp_registry.config import (
     ENV_URL,
     ENV_WORKER_ID,
 )
-from mcp_registry.demo import _process
-from mcp_registry.demo.balancer import Balancer
-from mcp_registry.demo.cluster import HEALTH_PATH, WorkerCluster
-from mcp_registry.demo.redis_server import RedisServer, redis_server_on_path
-from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
-from mcp_registry.demo.traffic import TrafficPlan, TrafficSummary, drive_traffic
 from tests.conftest import require
 
 JOB: Final = "mcp-registry-demo"

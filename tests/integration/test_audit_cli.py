@@ -24,7 +24,7 @@ import redis
 
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.registry import keys
+from mcp_registry.registry import key_schema
 
 pytestmark = pytest.mark.integration
 
@@ -69,20 +69,24 @@ def poll(
 @pytest.fixture
 def seeded(redis_server: RedisServer) -> RedisServer:
     """Two minutes of traffic between workers A, B and C, written through the key schema."""
-    schema = keys.KeySchema(PREFIX)
+    schema = key_schema.KeySchema(PREFIX)
     now = time.time()
-    minute = keys.minute_of(now)
+    minute = key_schema.minute_of(now)
     with redis.Redis.from_url(redis_server.url) as r:
         for at, counts in {
-            minute - 3: {keys.f_created("A"): 4, keys.f_reuse("A", "B"): 6, keys.f_lookup("cross_worker", "reject"): 6},
+            minute - 3: {
+                key_schema.f_created("A"): 4,
+                key_schema.f_reuse("A", "B"): 6,
+                key_schema.f_lookup("cross_worker", "reject"): 6,
+            },
             minute: {
-                keys.f_created("B"): 2,
-                keys.f_ended("A", "deleted"): 3,
-                keys.f_reuse("B", "C"): 1,
-                keys.f_lookup("cross_worker", "strip"): 1,
-                keys.f_lookup("fabricated", "reject"): 5,
-                keys.f_lookup("malformed", "reject"): 2,
-                keys.f_client("claude-code", "1.0"): 6,
+                key_schema.f_created("B"): 2,
+                key_schema.f_ended("A", "deleted"): 3,
+                key_schema.f_reuse("B", "C"): 1,
+                key_schema.f_lookup("cross_worker", "strip"): 1,
+                key_schema.f_lookup("fabricated", "reject"): 5,
+                key_schema.f_lookup("malformed", "reject"): 2,
+                key_schema.f_client("claude-code", "1.0"): 6,
             },
         }.items():
             for field, n in counts.items():

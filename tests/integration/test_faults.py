@@ -37,20 +37,14 @@ from mcp_types import TextContent
 from prometheus_client.parser import text_string_to_metric_families
 from redis.cluster import ClusterNode
 
-from mcp_registry.config import (
-    ENV_PREFIX,
-    ENV_QUEUE_SIZE,
-    ENV_REFRESH_SECONDS,
-    ENV_REGISTRY,
-    ENV_URL,
-)
 from mcp_registry.demo import _process
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
-from mcp_registry.registry import keys
-from mcp_registry.registry.redis_url import Topology
-from mcp_registry.registry.redis_url import parse as parse_url
+from mcp_registry.env import ENV_PREFIX, ENV_QUEUE_SIZE, ENV_REFRESH_SECONDS, ENV_REGISTRY, ENV_URL
+from mcp_registry.redis_url import Topology
+from mcp_registry.redis_url import parse as parse_url
+from mcp_registry.registry import hasher, key_schema
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 
 pytestmark = pytest.mark.integration
@@ -59,7 +53,7 @@ StartCluster = Callable[..., WorkerCluster]
 T = TypeVar("T")
 
 PREFIX: Final = "reliab"
-SCHEMA: Final = keys.KeySchema(PREFIX)
+SCHEMA: Final = key_schema.KeySchema(PREFIX)
 REFRESH_SECONDS: Final = 1
 SESSION_TTL: Final = 3 * REFRESH_SECONDS
 STALL_BOUND: Final = 3.0
@@ -299,7 +293,7 @@ def session_owners(redis_url: str, session_ids: list[str], hash_key: str | None 
         key = hash_key if hash_key is not None else r.get(SCHEMA.hash_key)
         if key is None:
             return dict.fromkeys(session_ids)
-        return {sid: r.get(SCHEMA.session(keys.id_hash(key.encode(), sid))) for sid in session_ids}
+        return {sid: r.get(SCHEMA.session(hasher.id_hash(key.encode(), sid))) for sid in session_ids}
 
 
 def all_recorded(
@@ -717,7 +711,7 @@ def test_graceful_shutdown_drains_the_queue_and_records_the_ends(
         key = r.get(SCHEMA.hash_key)
         assert key is not None
         for sid in held_by_1:
-            h = keys.id_hash(key.encode(), sid)
+            h = hasher.id_hash(key.encode(), sid)
             assert r.get(SCHEMA.session(h)) is None
             tombstone = r.get(SCHEMA.tombstone(h))
             assert tombstone is not None

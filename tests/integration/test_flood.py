@@ -24,8 +24,8 @@ import redis
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from bench.faults import FloodResult, distinct_ids, flood, rss_bytes
-from mcp_registry.config import ENV_LOOKUP_RATE
 from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.env import ENV_LOOKUP_RATE
 from mcp_registry.testing import LEGACY_VERSION, initialize_request, session_headers, tool_call
 from tests.integration.test_faults import (
     DROP_REASON,

@@ -26,9 +26,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from mcp_registry.config import ENV_REGISTRY, ENV_URL
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.env import ENV_REGISTRY, ENV_URL
 from mcp_registry.outcomes import Status
 from mcp_registry.telemetry import ATTR_ACTION, ATTR_ID_HASH, ATTR_LEGITIMATE, ATTR_STATUS, ATTR_WORKER_ID, SPAN_RESOLVE
 

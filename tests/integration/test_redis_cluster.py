@@ -23,10 +23,10 @@ from typing import Any, Final
 
 import pytest
 
-from mcp_registry.config import ENV_PREFIX, ENV_URL
 from mcp_registry.demo.redis_cluster import ClusterTls, LocalCluster, client
 from mcp_registry.demo.redis_server import RedisServer
-from mcp_registry.registry import keys
+from mcp_registry.env import ENV_PREFIX, ENV_URL
+from mcp_registry.registry import key_schema
 from tests.conftest import require
 from tests.integration.test_faults import (
     BACK,
@@ -115,7 +115,7 @@ def wait_in_sync(cluster: LocalCluster) -> None:
 
 def counter_master(cluster: LocalCluster) -> RedisServer:
     """The master that holds this minute's counters (the key every worker writes most)."""
-    key = SCHEMA.minute(keys.minute_of(time.time()))
+    key = SCHEMA.minute(key_schema.minute_of(time.time()))
     with cluster.sync_client() as r:
         node = r.get_node_from_key(key)
     return next(n for n in cluster.nodes if n.host == node.host and n.port == node.port)
@@ -287,8 +287,8 @@ def test_a_tls_cluster_with_client_certificates(
 def test_audit_reads_a_cluster(redis_cluster: LocalCluster) -> None:
     """The audit's pipelined reads span slots on several masters."""
     with redis_cluster.sync_client() as r:
-        for minute in range(keys.minute_of(time.time()) - 5, keys.minute_of(time.time()) + 1):
-            r.hincrby(SCHEMA.minute(minute), keys.f_created("w-1"), 2)
+        for minute in range(key_schema.minute_of(time.time()) - 5, key_schema.minute_of(time.time()) + 1):
+            r.hincrby(SCHEMA.minute(minute), key_schema.f_created("w-1"), 2)
         r.zadd(SCHEMA.workers, {"w-1": time.time()})
         r.hset(SCHEMA.worker("w-1"), mapping={"live": 3, "heartbeat": int(time.time())})
     document = audit(redis_cluster.url, env={ENV_URL: "", ENV_PREFIX: ""})

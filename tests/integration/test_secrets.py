@@ -31,17 +31,12 @@ import httpx
 import pytest
 import redis
 
-from mcp_registry.config import (
-    ENV_HASH_KEY,
-    ENV_RECORD_RAW_ID,
-    ENV_REFRESH_SECONDS,
-    ENV_TRACE_LOCAL,
-)
 from mcp_registry.demo import _process
 from mcp_registry.demo.cluster import WorkerCluster
 from mcp_registry.demo.redis_server import RedisServer, redis_server_on_path
 from mcp_registry.demo.telemetry_setup import ENV_PROMETHEUS_PORT
-from mcp_registry.registry import keys
+from mcp_registry.env import ENV_HASH_KEY, ENV_RECORD_RAW_ID, ENV_REFRESH_SECONDS, ENV_TRACE_LOCAL
+from mcp_registry.registry import hasher
 from mcp_registry.telemetry import ATTR_ID_HASH, ATTR_RAW_SESSION_ID, ATTR_STATUS, SPAN_RESOLVE
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 from tests.conftest import require
@@ -241,7 +236,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             with redis.Redis.from_url(server.url, decode_responses=True) as r:
                 hash_key = poll(lambda: r.get(SCHEMA.hash_key), lambda k: k is not None, bound=RECOVERY_BOUND)
                 assert hash_key is not None
-                hashes = [keys.id_hash(hash_key.encode(), sid) for sid in held]
+                hashes = [hasher.id_hash(hash_key.encode(), sid) for sid in held]
                 live = {SCHEMA.session(h) for h in hashes}
                 recorded = poll(lambda: set(r.scan_iter(f"{PREFIX}:s:*")), lambda f: f >= live, bound=RECOVERY_BOUND)
                 assert recorded >= live
@@ -322,7 +317,7 @@ def test_one_agreed_key_gives_the_same_id_hash_on_every_worker(
         return found
 
     assert agreed is not None
-    wanted = keys.id_hash(agreed.encode(), session_id)
+    wanted = hasher.id_hash(agreed.encode(), session_id)
     found = poll(hashes_of_session, lambda f: all(wanted in f.get(w, ()) for w in ("worker-0", "worker-1")),
                  bound=RECOVERY_BOUND)  # fmt: skip
     assert wanted in found["worker-0"]  # its own session (TRACE_LOCAL)
@@ -337,12 +332,12 @@ def test_an_operator_key_is_used_and_never_written_to_redis(
     workers = start_workers(worker_cluster, 2, env)
     known = drive_known_traffic(workers.urls)
     held = [sid for sid in known.opened if sid != next(iter(known.opened))]
-    wanted = {SCHEMA.session(keys.id_hash(operator_key.encode(), sid)) for sid in held}
+    wanted = {SCHEMA.session(hasher.id_hash(operator_key.encode(), sid)) for sid in held}
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as r:
         found = poll(lambda: set(r.scan_iter(f"{PREFIX}:s:*")), lambda f: f >= wanted, bound=RECOVERY_BOUND)
     assert found >= wanted  # the sessions are recorded under the operator's key
     valid_made_up = [fake for fake in known.made_up if " " not in fake]
-    wanted_hashes = {keys.id_hash(operator_key.encode(), fake) for fake in valid_made_up}
+    wanted_hashes = {hasher.id_hash(operator_key.encode(), fake) for fake in valid_made_up}
     hashes = poll(lambda: {s.attributes.get(ATTR_ID_HASH) for s in resolve_spans(receiver)},
                   lambda h: h >= wanted_hashes, bound=RECOVERY_BOUND)  # fmt: skip
     assert hashes >= wanted_hashes
@@ -380,7 +375,7 @@ def test_a_worker_without_redis_invents_no_key(
             poll(lambda: resolve_spans(receiver), lambda s: len(s) >= 2, bound=1)
         later = resolve_spans(receiver)[1]
         assert key is not None
-        assert later.attributes[ATTR_ID_HASH] == keys.id_hash(key.encode(), made_up)
+        assert later.attributes[ATTR_ID_HASH] == hasher.id_hash(key.encode(), made_up)
     finally:
         server.stop()
 

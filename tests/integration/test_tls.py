@@ -30,9 +30,9 @@ import httpx
 import pytest
 import redis
 
-from mcp_registry.config import ENV_REFRESH_SECONDS, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
 from mcp_registry.demo import _process
 from mcp_registry.demo.redis_server import redis_server_on_path
+from mcp_registry.env import ENV_REFRESH_SECONDS, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 from tests.conftest import require
 from tests.integration.test_faults import (

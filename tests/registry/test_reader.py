@@ -10,13 +10,14 @@ from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection, FakeRedis
 from redis.asyncio import Redis
 
-from mcp_registry.registry import keys
-from mcp_registry.registry.reader import AuditReport, read_audit
+from mcp_registry.registry import key_schema
+from mcp_registry.registry.reader import read_audit
+from mcp_registry.registry.report import AuditReport
 
 PREFIX = "t"
-K = keys.KeySchema(PREFIX)
+K = key_schema.KeySchema(PREFIX)
 NOW = 1_700_000_010.0  # 10 s into a minute
-MINUTE = keys.minute_of(NOW)
+MINUTE = key_schema.minute_of(NOW)
 TTL = 180
 HOUR = 3600.0
 
@@ -55,26 +56,26 @@ async def audit(r: Redis, since: float = HOUR, now: float = NOW) -> AuditReport:
 async def seed_traffic(r: Redis) -> None:
     """Two workers A and B over two minutes of the last hour."""
     m1, m2 = MINUTE - 30, MINUTE - 1
-    await count(r, m1, keys.f_created("A"), 3)
-    await count(r, m2, keys.f_created("A"), 1)
-    await count(r, m2, keys.f_created("B"), 2)
-    await count(r, m1, keys.f_ended("A", "deleted"), 2)
-    await count(r, m2, keys.f_ended("B", "idle"), 1)
-    await count(r, m1, keys.f_client("Claude Code", "1.2"), 5)
-    await count(r, m2, keys.f_client("inspector", "0.9"), 1)
-    await count(r, m1, keys.f_lookup("local", "pass"), 40)
-    await count(r, m1, keys.f_lookup("cross_worker", "reject"), 4)
-    await count(r, m2, keys.f_lookup("cross_worker", "reject"), 1)
-    await count(r, m2, keys.f_lookup("cross_worker", "ack_delete"), 1)
-    await count(r, m1, keys.f_lookup("fabricated", "reject"), 2)
-    await count(r, m2, keys.f_lookup("malformed", "strip"), 3)
-    await count(r, m2, keys.f_lookup("expired", "reject"), 1)
-    await count(r, m1, keys.f_reuse("A", "B"), 4)
-    await count(r, m2, keys.f_reuse("A", "B"), 1)
-    await count(r, m2, keys.f_reuse("B", "A"), 1)
-    await count(r, m1, keys.f_requests("legacy"), 60)
-    await count(r, m2, keys.f_requests("modern"), 20)
-    await count(r, m2, keys.f_dropped("B", "queue_full"), 7)
+    await count(r, m1, key_schema.f_created("A"), 3)
+    await count(r, m2, key_schema.f_created("A"), 1)
+    await count(r, m2, key_schema.f_created("B"), 2)
+    await count(r, m1, key_schema.f_ended("A", "deleted"), 2)
+    await count(r, m2, key_schema.f_ended("B", "idle"), 1)
+    await count(r, m1, key_schema.f_client("Claude Code", "1.2"), 5)
+    await count(r, m2, key_schema.f_client("inspector", "0.9"), 1)
+    await count(r, m1, key_schema.f_lookup("local", "pass"), 40)
+    await count(r, m1, key_schema.f_lookup("cross_worker", "reject"), 4)
+    await count(r, m2, key_schema.f_lookup("cross_worker", "reject"), 1)
+    await count(r, m2, key_schema.f_lookup("cross_worker", "ack_delete"), 1)
+    await count(r, m1, key_schema.f_lookup("fabricated", "reject"), 2)
+    await count(r, m2, key_schema.f_lookup("malformed", "strip"), 3)
+    await count(r, m2, key_schema.f_lookup("expired", "reject"), 1)
+    await count(r, m1, key_schema.f_reuse("A", "B"), 4)
+    await count(r, m2, key_schema.f_reuse("A", "B"), 1)
+    await count(r, m2, key_schema.f_reuse("B", "A"), 1)
+    await count(r, m1, key_schema.f_requests("legacy"), 60)
+    await count(r, m2, key_schema.f_requests("modern"), 20)
+    await count(r, m2, key_schema.f_dropped("B", "queue_full"), 7)
     await heartbeat(r, "A", NOW - 5, live=2)
     await heartbeat(r, "B", NOW - 20, live=1)
 
@@ -131,10 +132,10 @@ async def test_timeline_has_every_minute_with_its_own_counts(redis: Redis) -> No
 
 
 async def test_clients_are_ranked_and_heavy_reinitializers_flagged(redis: Redis) -> None:
-    await count(redis, MINUTE, keys.f_client("looper", "2.0"), 60)
-    await count(redis, MINUTE, keys.f_client("steady|one", "1.0"), 3)
-    await count(redis, MINUTE, keys.f_client("steady-two", "1.0"), 2)
-    await count(redis, MINUTE, keys.f_client("rare", "0.1"), 1)
+    await count(redis, MINUTE, key_schema.f_client("looper", "2.0"), 60)
+    await count(redis, MINUTE, key_schema.f_client("steady|one", "1.0"), 3)
+    await count(redis, MINUTE, key_schema.f_client("steady-two", "1.0"), 2)
+    await count(redis, MINUTE, key_schema.f_client("rare", "0.1"), 1)
     clients = (await audit(redis)).to_json()["clients"]
 
     assert [(c["name"], c["version"], c["created"], c["churning"]) for c in clients] == [
@@ -147,7 +148,7 @@ async def test_clients_are_ranked_and_heavy_reinitializers_flagged(redis: Redis)
 
 
 async def test_a_single_client_is_ranked_but_not_flagged(redis: Redis) -> None:
-    await count(redis, MINUTE, keys.f_client("only", "1"), 500)
+    await count(redis, MINUTE, key_schema.f_client("only", "1"), 500)
     (client,) = (await audit(redis)).to_json()["clients"]
     assert (client["created"], client["share"], client["churning"]) == (500, 1.0, False)
 
@@ -155,9 +156,9 @@ async def test_a_single_client_is_ranked_but_not_flagged(redis: Redis) -> None:
 async def test_lifetime_percentiles_interpolate_within_buckets(redis: Redis) -> None:
     # 4 sessions in (5, 10] s and 4 in (10, 30] s.
     for seconds in (6, 7, 8, 9, 12, 15, 20, 25):
-        await count(redis, MINUTE, keys.f_lifetime(seconds))
-    await count(redis, MINUTE, keys.F_LIFE_COUNT, 8)
-    await count(redis, MINUTE, keys.F_LIFE_SUM_MS, 102_000)
+        await count(redis, MINUTE, key_schema.f_lifetime(seconds))
+    await count(redis, MINUTE, key_schema.F_LIFE_COUNT, 8)
+    await count(redis, MINUTE, key_schema.F_LIFE_SUM_MS, 102_000)
     life = (await audit(redis)).to_json()["lifetime_seconds"]
 
     assert life["count"] == 8
@@ -167,23 +168,23 @@ async def test_lifetime_percentiles_interpolate_within_buckets(redis: Redis) -> 
 
 
 async def test_lifetime_beyond_the_last_bucket_reports_its_lower_bound(redis: Redis) -> None:
-    await count(redis, MINUTE, keys.f_lifetime(0.2), 1)
-    await count(redis, MINUTE, keys.f_lifetime(200_000), 99)
+    await count(redis, MINUTE, key_schema.f_lifetime(0.2), 1)
+    await count(redis, MINUTE, key_schema.f_lifetime(200_000), 99)
     life = (await audit(redis)).to_json()["lifetime_seconds"]
     assert life["median"] == 86400
     assert life["p95"] == 86400
 
 
 async def test_lifetime_buckets_keep_their_own_bounds_when_others_are_empty(redis: Redis) -> None:
-    await count(redis, MINUTE, keys.f_lifetime(0.5), 1)  # (0, 1]
-    await count(redis, MINUTE, keys.f_lifetime(3000), 1)  # (1800, 3600]
+    await count(redis, MINUTE, key_schema.f_lifetime(0.5), 1)  # (0, 1]
+    await count(redis, MINUTE, key_schema.f_lifetime(3000), 1)  # (1800, 3600]
     life = (await audit(redis)).to_json()["lifetime_seconds"]
     assert life["median"] == pytest.approx(1.0)
     assert life["p95"] == pytest.approx(1800 + 1800 * 0.9)
 
 
 async def test_no_ended_session_gives_no_lifetime(redis: Redis) -> None:
-    await count(redis, MINUTE, keys.f_created("A"))
+    await count(redis, MINUTE, key_schema.f_created("A"))
     life = (await audit(redis)).to_json()["lifetime_seconds"]
     assert life == {"count": 0, "median": None, "p95": None, "mean": None}
 
@@ -201,13 +202,13 @@ async def test_a_worker_that_stopped_heart_beating_has_its_sessions_counted_as_l
     assert doc["workers"] == ["alive", "lost"]
     lost = report.workers[1]
     assert (lost.alive, lost.live, lost.ended) == (False, 0, 3)
-    expired_minute = keys.minute_of(NOW - 600) * 60
+    expired_minute = key_schema.minute_of(NOW - 600) * 60
     assert [row["ended"] for row in doc["timeline"] if row["minute"] == expired_minute] == [3]
 
 
 async def test_a_reaped_worker_is_counted_once_from_its_counter(redis: Redis) -> None:
     # The writer reaps a lost worker: it leaves the zset and its sessions become a counter.
-    await count(redis, MINUTE - 2, keys.f_ended("gone", "worker_lost"), 4)
+    await count(redis, MINUTE - 2, key_schema.f_ended("gone", "worker_lost"), 4)
     await heartbeat(redis, "survivor", NOW - 1, live=0)
     doc = (await audit(redis)).to_json()
     assert doc["sessions"]["ended_by_reason"]["worker_lost"] == 4
@@ -216,11 +217,11 @@ async def test_a_reaped_worker_is_counted_once_from_its_counter(redis: Redis) ->
 
 async def test_the_window_covers_whole_minutes_overlapping_it(redis: Redis) -> None:
     since = 600.0
-    first = keys.minute_of(NOW - since)
-    await count(redis, first - 1, keys.f_created("A"), 1000)  # before the window
-    await count(redis, first, keys.f_created("A"), 1)
-    await count(redis, MINUTE, keys.f_created("A"), 10)
-    await count(redis, MINUTE + 1, keys.f_created("A"), 1000)  # the future
+    first = key_schema.minute_of(NOW - since)
+    await count(redis, first - 1, key_schema.f_created("A"), 1000)  # before the window
+    await count(redis, first, key_schema.f_created("A"), 1)
+    await count(redis, MINUTE, key_schema.f_created("A"), 10)
+    await count(redis, MINUTE + 1, key_schema.f_created("A"), 1000)  # the future
     report = await audit(redis, since=since)
 
     assert report.created == 11
@@ -230,9 +231,9 @@ async def test_the_window_covers_whole_minutes_overlapping_it(redis: Redis) -> N
 
 async def test_windows_longer_than_a_pipeline_read_every_minute(redis: Redis) -> None:
     since = 3 * 86_400.0
-    await count(redis, keys.minute_of(NOW - since), keys.f_created("A"), 1)
-    await count(redis, MINUTE - 1500, keys.f_created("A"), 2)
-    await count(redis, MINUTE, keys.f_created("A"), 4)
+    await count(redis, key_schema.minute_of(NOW - since), key_schema.f_created("A"), 1)
+    await count(redis, MINUTE - 1500, key_schema.f_created("A"), 2)
+    await count(redis, MINUTE, key_schema.f_created("A"), 4)
     report = await audit(redis, since=since)
     assert report.created == 7
     assert len(report.timeline) == 3 * 1440 + 1
@@ -265,7 +266,7 @@ async def test_a_quiet_window_with_a_live_worker_has_data(redis: Redis) -> None:
 
 
 async def test_another_prefix_is_not_read(redis: Redis) -> None:
-    await redis.hincrby(keys.KeySchema("other").minute(MINUTE), keys.f_created("A"), 5)
+    await redis.hincrby(key_schema.KeySchema("other").minute(MINUTE), key_schema.f_created("A"), 5)
     assert not (await audit(redis)).has_data
 
 

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mcp_registry.config import RegistryConfig
 from mcp_registry.outcomes import Action, EndReason
-from mcp_registry.registry import keys
+from mcp_registry.registry import hasher, key_schema
 from mcp_registry.registry.events import Answer, ClientInfo, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.registry.writer import LOOKUP_GRACE_SECONDS, RegistryWriter
@@ -34,7 +34,7 @@ from mcp_registry.telemetry import (
 )
 from mcp_registry.testing import CapturedTelemetry, capture_telemetry
 
-KEYS = keys.KeySchema("mcpreg")
+KEYS = key_schema.KeySchema("mcpreg")
 
 
 class Worker:
@@ -181,7 +181,7 @@ async def test_an_operator_key_is_used_and_never_stored(server: fakeredis.FakeSe
     a = Worker(server, "worker-a", hash_key=b"operator-provided-key-0123456789")
     async with running(a):
         a.open("sid")
-        await until(lambda: redis.exists(KEYS.session(keys.id_hash(b"operator-provided-key-0123456789", "sid"))))
+        await until(lambda: redis.exists(KEYS.session(hasher.id_hash(b"operator-provided-key-0123456789", "sid"))))
     assert await redis.get(KEYS.hash_key) is None
 
 
@@ -403,7 +403,7 @@ async def test_counters_of_a_minute_whose_node_failed_are_sent_once_more_and_no_
     server: fakeredis.FakeServer, redis: Redis
 ) -> None:
     now = time.time()
-    earlier, later = keys.minute_of(now - 120), keys.minute_of(now)
+    earlier, later = key_schema.minute_of(now - 120), key_schema.minute_of(now)
     FailsOneMinuteOnce.key, FailsOneMinuteOnce.failed = KEYS.minute(later), 0
     a = Worker(server, "worker-a", FailsOneMinuteOnce, hash_key=b"k" * 32)
     async with running(a):

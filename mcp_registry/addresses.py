@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from mcp_registry.config import ENV_FORWARD_ADVERTISE, ENV_FORWARD_LISTEN, ConfigError
+from mcp_registry.env import ENV_FORWARD_ADVERTISE, ENV_FORWARD_LISTEN, ConfigError
 
 UNIX_PREFIX: Final = "unix:"
 MAX_ADDRESS_BYTES: Final = 96

@@ -17,11 +17,12 @@ from fakeredis.aioredis import FakeRedis
 from rich.console import Console
 
 from mcp_registry import cli
-from mcp_registry.cli import audit
-from mcp_registry.registry import keys
+from mcp_registry.audit import run as audit
+from mcp_registry.audit import tables
+from mcp_registry.registry import key_schema
 
 PREFIX = "mcpreg"
-K = keys.KeySchema(PREFIX)
+K = key_schema.KeySchema(PREFIX)
 CLASSIFICATIONS = {"local", "cross_worker", "expired", "fabricated", "malformed", "unverified", "missing"}
 
 
@@ -37,16 +38,16 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
 def seeded(server: FakeServer) -> Iterator[FakeServer]:
     r = fakeredis.FakeRedis(server=server, decode_responses=True)
     now = time.time()
-    minute = K.minute(keys.minute_of(now))
+    minute = K.minute(key_schema.minute_of(now))
     for field, n in {
-        keys.f_created("worker-a"): 3,
-        keys.f_ended("worker-a", "deleted"): 1,
-        keys.f_reuse("worker-a", "worker-b"): 5,
-        keys.f_reuse("worker-b", "worker-c"): 2,
-        keys.f_lookup("cross_worker", "reject"): 7,
-        keys.f_lookup("fabricated", "reject"): 4,
-        keys.f_client("looper", "1.0"): 3,
-        keys.f_requests("legacy"): 10,
+        key_schema.f_created("worker-a"): 3,
+        key_schema.f_ended("worker-a", "deleted"): 1,
+        key_schema.f_reuse("worker-a", "worker-b"): 5,
+        key_schema.f_reuse("worker-b", "worker-c"): 2,
+        key_schema.f_lookup("cross_worker", "reject"): 7,
+        key_schema.f_lookup("fabricated", "reject"): 4,
+        key_schema.f_client("looper", "1.0"): 3,
+        key_schema.f_requests("legacy"): 10,
     }.items():
         r.hincrby(minute, field, n)
     r.zadd(K.workers, {"worker-a": now - 1, "worker-b": now - 1})
@@ -205,21 +206,22 @@ def test_human_output_has_totals_workers_lookups_and_clients(seeded: FakeServer)
 
 
 def test_a_window_without_reuse_says_so(server: FakeServer) -> None:
-    fakeredis.FakeRedis(server=server).hincrby(K.minute(keys.minute_of(time.time())), keys.f_created("solo"), 1)
+    minute = K.minute(key_schema.minute_of(time.time()))
+    fakeredis.FakeRedis(server=server).hincrby(minute, key_schema.f_created("solo"), 1)
     console = recording_console()
     assert run(console) == 0
     assert "no cross-worker reuse in this window" in console.export_text()
 
 
 def test_sparklines_scale_to_the_peak() -> None:
-    line = audit.sparkline([0, 1, 2, 4, 8])
+    line = tables.sparkline([0, 1, 2, 4, 8])
     assert line[0] == "▁"  # nothing
     assert line[1] != "▁"  # something, however small, is visible
     assert line[-1] == "█"  # the peak
     assert list(line) == sorted(line)
-    assert audit.sparkline([0, 0, 0]) == "▁▁▁"
-    assert audit.sparkline([5]) == "█"
-    assert audit.sparkline([]) == ""
+    assert tables.sparkline([0, 0, 0]) == "▁▁▁"
+    assert tables.sparkline([5]) == "█"
+    assert tables.sparkline([]) == ""
 
 
 def test_sparkline_rows_are_one_character_per_minute_for_an_hour(seeded: FakeServer) -> None:
@@ -234,7 +236,7 @@ def test_sparkline_rows_are_one_character_per_minute_for_an_hour(seeded: FakeSer
 
 @pytest.mark.parametrize(("seconds", "text"), [(3600, "1h"), (90, "1m30s"), (5400, "1h30m"), (0, "0s"), (86_400, "1d")])
 def test_durations_print_compactly(seconds: float, text: str) -> None:
-    assert audit.format_duration(seconds) == text
+    assert tables.format_duration(seconds) == text
 
 
 def test_audit_works_when_the_demo_cannot_be_imported(
@@ -281,7 +283,7 @@ def test_the_worker_table_groups_a_host_and_folds_its_gone_workers(server: FakeS
     r.zadd(K.workers, {f"web-1:{pid}": now - 600 for pid in range(100, 120)})  # restarted 20 times
     r.zadd(K.workers, {"web-1:200": now - 1, "web-2:300": now - 1})
     r.hset(K.worker("web-1:200"), "live", 3)
-    r.hincrby(K.minute(keys.minute_of(now)), keys.f_created("web-1:200"), 3)
+    r.hincrby(K.minute(key_schema.minute_of(now)), key_schema.f_created("web-1:200"), 3)
     console = recording_console()
     assert run(console) == 0
     text = console.export_text()

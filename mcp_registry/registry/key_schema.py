@@ -1,4 +1,4 @@
-"""The Redis key schema and the id hash: the registry's on-disk contract.
+"""The Redis key schema: the registry's on-disk contract (the id hash `H` is `registry.hasher`'s).
 
 Every key starts with the configured prefix, carries a TTL or has a bounded size, and puts
 what moves together under one hash tag so that Redis Cluster can serve it:
@@ -24,8 +24,6 @@ Per-minute counter fields (all integers, `|`-separated, labels sanitised by `lab
 
 from __future__ import annotations
 
-import base64
-import hmac
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -42,11 +40,6 @@ def label(text: str, limit: int = LABEL_MAX) -> str:
     """A counter-field label from untrusted text: safe characters only, bounded length."""
     return _UNSAFE.sub("_", text[:limit]) or "_"
 
-
-def id_hash(key: bytes, session_id: str) -> str:
-    """The keyed hash of a session id: 96 bits of HMAC-SHA256, 16 url-safe characters."""
-    digest = hmac.digest(key, session_id.encode("ascii", "surrogateescape"), "sha256")
-    return base64.urlsafe_b64encode(digest[:12]).decode("ascii")
 
 
 def tombstone_value(worker: str, ended_at: float) -> str:

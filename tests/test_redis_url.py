@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_registry.registry.redis_url import RedisTarget, Topology, parse, redact
+from mcp_registry.redis_url import RedisTarget, Topology, parse, redact
 
 
 def test_one_redis_is_left_to_redis_py() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_registry.config import ConfigError
-from mcp_registry.continuity.address import Address, parse_advertise, parse_listen, parse_route
+from mcp_registry.addresses import Address, parse_advertise, parse_listen, parse_route
+from mcp_registry.env import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcp_registry.registry.reader import WorkerStats
+from mcp_registry.registry.report import WorkerStats
 
 
 @dataclass(slots=True)

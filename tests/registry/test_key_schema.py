@@ -6,7 +6,7 @@ import re
 
 from redis.crc import key_slot
 
-from mcp_registry.registry import keys
+from mcp_registry.registry import hasher, key_schema
 
 SECRET = "4f9c2d0be1a8473f9a6c3e5d7b2a1f00"
 
@@ -18,45 +18,45 @@ def hash_tag(key: str) -> str:
 
 
 def test_the_id_hash_is_keyed_stable_and_hides_the_id() -> None:
-    h = keys.id_hash(b"k" * 32, SECRET)
-    assert h == keys.id_hash(b"k" * 32, SECRET)
-    assert h != keys.id_hash(b"j" * 32, SECRET)
+    h = hasher.id_hash(b"k" * 32, SECRET)
+    assert h == hasher.id_hash(b"k" * 32, SECRET)
+    assert h != hasher.id_hash(b"j" * 32, SECRET)
     assert len(h) == 16
     assert SECRET not in h
 
 
 def test_a_session_and_its_tombstone_share_a_cluster_slot() -> None:
-    schema = keys.KeySchema("mcpreg")
-    h = keys.id_hash(b"k" * 32, SECRET)
+    schema = key_schema.KeySchema("mcpreg")
+    h = hasher.id_hash(b"k" * 32, SECRET)
     assert hash_tag(schema.session(h)) == hash_tag(schema.tombstone(h)) == h
     assert schema.session(h).startswith("mcpreg:")
 
 
 def test_untrusted_client_names_become_bounded_safe_labels() -> None:
-    field = keys.f_client("evil|client\nname" + "x" * 500, "1.0|2")
+    field = key_schema.f_client("evil|client\nname" + "x" * 500, "1.0|2")
     name, version = field.split("|")[1:]
-    assert len(name) == keys.LABEL_MAX
+    assert len(name) == key_schema.LABEL_MAX
     assert "\n" not in name
     assert version == "1.0_2"
 
 
 def test_lifetimes_fall_into_their_buckets() -> None:
-    assert keys.f_lifetime(0.2) == "life|1"
-    assert keys.f_lifetime(30) == "life|30"
-    assert keys.f_lifetime(31) == "life|60"
-    assert keys.f_lifetime(10**6) == "life|inf"
+    assert key_schema.f_lifetime(0.2) == "life|1"
+    assert key_schema.f_lifetime(30) == "life|30"
+    assert key_schema.f_lifetime(31) == "life|60"
+    assert key_schema.f_lifetime(10**6) == "life|inf"
 
 
 def test_tombstones_carry_origin_and_end_time() -> None:
-    value = keys.tombstone_value("host:12", 1700000000.25)
-    assert keys.parse_tombstone(value) == ("host:12", 1700000000.25)
-    assert keys.parse_tombstone("legacy-value") == ("legacy-value", None)
+    value = key_schema.tombstone_value("host:12", 1700000000.25)
+    assert key_schema.parse_tombstone(value) == ("host:12", 1700000000.25)
+    assert key_schema.parse_tombstone("legacy-value") == ("legacy-value", None)
 
 
 def test_a_session_key_and_its_tombstone_share_a_cluster_slot() -> None:
     """A stale-id lookup reads both in one round trip on one node of a Redis Cluster."""
-    schema = keys.KeySchema("p")
+    schema = key_schema.KeySchema("p")
     for session_id in ("a", "9f1c2e", "x" * 200):
-        h = keys.id_hash(b"k" * 32, session_id)
+        h = hasher.id_hash(b"k" * 32, session_id)
         assert key_slot(schema.session(h).encode()) == key_slot(schema.tombstone(h).encode())
-    assert len({key_slot(schema.session(keys.id_hash(b"k" * 32, str(i))).encode()) for i in range(50)}) > 40
+    assert len({key_slot(schema.session(hasher.id_hash(b"k" * 32, str(i))).encode()) for i in range(50)}) > 40

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mcp_registry.cli.worker_groups import group_by_host, host_of
-from mcp_registry.registry.reader import WorkerStats
+from mcp_registry.audit.worker_groups import group_by_host, host_of
+from mcp_registry.registry.report import WorkerStats
 
 
 def worker(name: str, *, alive: bool = False, created: int = 0, live: int = 0) -> WorkerStats:
