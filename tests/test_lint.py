@@ -1,4 +1,7 @@
-"""The codebase stays `ruff` clean and `mypy --strict` clean (configuration in pyproject.toml)."""
+"""The codebase stays `ruff` clean, `mypy --strict` clean and inside its architecture (`lint-imports`).
+
+Configuration in pyproject.toml; the architecture's contracts are explained in docs/architecture.md.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +29,12 @@ def test_mypy_strict_finds_nothing() -> None:
 def test_mypy_strict_finds_nothing_in_the_dashboard_generator() -> None:
     result = run("mypy", "grafana/generate.py")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_import_contracts_hold() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
