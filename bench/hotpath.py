@@ -157,8 +157,10 @@ def sdk_app(variant: str) -> App:
     app: App = server.streamable_http_app(json_response=True)
     configs = {
         "registry off": RegistryConfig(worker_id="w"),
-        "continuity on": RegistryConfig(worker_id="w", hash_key=b"k" * 32, continuity=Continuity.FORWARD,
-                                        forward_listen="127.0.0.1:0"),
+        "continuity on": RegistryConfig(
+            worker_id="w", hash_key=b"Lu93wbFHLKDWL5H8GpmbOptcMYgmb0xG5w-M9jQSv9w", continuity=Continuity.FORWARD,
+            forward_listen="127.0.0.1:0",
+        ),
     }
     if variant in configs:
         app = SessionRegistryMiddleware(app, session_manager=server.session_manager, config=configs[variant])

@@ -49,7 +49,7 @@ from mcp_registry.telemetry import RequestStats, Telemetry
 PREFIX: Final = "benchscale"
 REFRESH_SECONDS: Final = 3600.0
 """The simulated deployment's refresh interval: long, so nothing expires while it is measured."""
-HASH_KEY: Final = b"bench-scale-hash-key-0123456789abcdef"
+HASH_KEY: Final = b"P9nC_KBDJBn_0vo3bQNCZ4LMzH9LphEBUEGK8ITreB4"
 CLIENT: Final = ClientInfo("bench-client", "1.0", "2025-11-25")
 WAIT_SECONDS: Final = 120.0
 

@@ -55,7 +55,7 @@ CONTROL: Final = Variant("control", "bare SDK again (A/A control)", wrapped=Fals
 """A second, identical bare server: its ratio to the first shows what noise alone does in this run."""
 VARIANTS: Final = (BARE, OFF, ON, CONTINUITY)
 CONTROLS: Final = (PASSTHROUGH, CONTROL)
-HASH_KEY: Final = "bench-continuity-key-0123456789ab"
+HASH_KEY: Final = "RNKLeWGB8_PRibN8m2uk8L0tzWRMKFT_fC4joseOuuI"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
 
-from mcp_registry.addresses import parse_advertise, parse_listen
+from mcp_registry.addresses import parse_advertise, parse_listen, parse_peers
 from mcp_registry.env import (
     ENV_CONTINUITY,
     ENV_FORWARD_ADVERTISE,
     ENV_FORWARD_LISTEN,
+    ENV_FORWARD_PEERS,
     ENV_FORWARD_TIMEOUT,
     ENV_HASH_KEY,
     ENV_LOOKUP_RATE,
@@ -43,6 +44,7 @@ from mcp_registry.env import (
     ENV_WORKER_ID,
     ConfigError,
 )
+from mcp_registry.key_strength import GENERATE_KEY, key_problem
 from mcp_registry.outcomes import StalePolicy
 from mcp_registry.redis_url import parse, redact
 
@@ -100,7 +102,8 @@ class RegistryConfig:
     trace_local: bool = False
     """Also make a span for requests on this worker's own sessions (`MCP_SESSION_REGISTRY_TRACE_LOCAL`)."""
     hash_key: bytes | None = None
-    """Key of the id hash, shared by every worker (`MCP_SESSION_REGISTRY_HASH_KEY`); agreed in Redis if unset."""
+    """Key of the id hash and of sealed ids, shared by every worker (`MCP_SESSION_REGISTRY_HASH_KEY`): a generated
+    key of at least 32 random bytes (see `key_strength`); agreed in Redis if unset."""
     record_raw_id: bool = False
     """Put the raw id on spans as `mcp.session.id` (`MCP_SESSION_REGISTRY_RECORD_RAW_ID`). Ids are secrets."""
     refresh_seconds: float = 60.0
@@ -127,6 +130,10 @@ class RegistryConfig:
     forward_advertise: str | None = None
     """How other workers reach that listener (`MCP_SESSION_FORWARD_ADVERTISE`): `HOST` or `HOST:PORT`; the
     bound port is used when the port is absent or 0. Default: the listen address."""
+    forward_peers: str | None = None
+    """Where this worker may forward (`MCP_SESSION_FORWARD_PEERS`): comma-separated CIDRs, host names and
+    `unix:DIRECTORY`. An id whose sealed route lies elsewhere is `fabricated` and never dialled. Default: this
+    host's socket directory and the advertised address's network (`addresses.default_peers`)."""
     forward_timeout: float = 300.0
     """Seconds a forwarded request may wait for the owner's response headers (`MCP_SESSION_FORWARD_TIMEOUT`)."""
     paths: tuple[str, ...] | None = None
@@ -144,12 +151,14 @@ class RegistryConfig:
             raise ConfigError(f"{ENV_URL}={redact(self.url)!r} is not a registry URL: {exc}") from None
         if (problem := prefix_problem(self.prefix)) is not None:
             raise ConfigError(problem)
-        if not self.worker_id or not self.worker_id.isprintable() or "|" in self.worker_id:
-            raise ConfigError(f"{ENV_WORKER_ID} must be a non-empty printable name without '|'")
+        worker = self.worker_id
+        if not worker or not worker.isascii() or not worker.isprintable() or "|" in worker:
+            # ASCII: the id travels in every hop's header and in Redis keys, byte for byte.
+            raise ConfigError(f"{ENV_WORKER_ID} must be a non-empty printable ASCII name without '|'; got {worker!r}")
         if not isinstance(self.stale_policy, StalePolicy):
             object.__setattr__(self, "stale_policy", _parse_policy(str(self.stale_policy)))
-        if self.hash_key is not None and len(self.hash_key) < 16:
-            raise ConfigError(f"{ENV_HASH_KEY} must be at least 16 bytes long")
+        if self.hash_key is not None and (problem := key_problem(self.hash_key)) is not None:
+            raise ConfigError(f"{ENV_HASH_KEY} {problem}; generate one with: {GENERATE_KEY}")
         _require_positive(ENV_REFRESH_SECONDS, self.refresh_seconds)
         _require_positive(ENV_RETENTION_SECONDS, self.retention_seconds)
         _require_positive(ENV_QUEUE_SIZE, self.queue_size)
@@ -161,7 +170,7 @@ class RegistryConfig:
         if self.continuity is Continuity.FORWARD and self.hash_key is None:
             raise ConfigError(
                 f"{ENV_CONTINUITY}=forward needs {ENV_HASH_KEY}: the key every worker of the deployment shares "
-                "(at least 16 bytes), so that any worker can verify the route inside a session id"
+                f"(generate one with: {GENERATE_KEY}), so that any worker can verify the route inside a session id"
             )
         if self.paths is not None and (not self.paths or any(not p.startswith("/") or " " in p for p in self.paths)):
             raise ConfigError(
@@ -173,6 +182,8 @@ class RegistryConfig:
             parse_listen(self.forward_listen)
             if self.forward_advertise is not None:
                 parse_advertise(self.forward_advertise)
+            if self.forward_peers is not None:
+                parse_peers(self.forward_peers)
 
     @property
     def session_ttl_seconds(self) -> int:
@@ -202,6 +213,8 @@ class RegistryConfig:
         if (raw := env.get(ENV_STALE_POLICY)) is not None:
             values["stale_policy"] = _parse_policy(raw)
         if (raw := env.get(ENV_HASH_KEY)) is not None:
+            if (problem := key_problem(raw.encode(), as_text=True)) is not None:
+                raise ConfigError(f"{ENV_HASH_KEY} {problem}; generate one with: {GENERATE_KEY}")
             values["hash_key"] = raw.encode()
         if (raw := env.get(ENV_REFRESH_SECONDS)) is not None:
             values["refresh_seconds"] = _parse_number(ENV_REFRESH_SECONDS, raw, float)
@@ -217,6 +230,8 @@ class RegistryConfig:
             values["continuity"] = _parse_continuity(raw)
         if raw := env.get(ENV_FORWARD_LISTEN, "").strip():
             values["forward_listen"] = raw
+        if raw := env.get(ENV_FORWARD_PEERS, "").strip():
+            values["forward_peers"] = raw
         if raw := env.get(ENV_FORWARD_ADVERTISE, "").strip():
             values["forward_advertise"] = raw
         if (raw := env.get(ENV_FORWARD_TIMEOUT)) is not None:

@@ -92,12 +92,14 @@ class SessionRegistryMiddleware:
         self._opening = OpeningPath(app, self.runtime, self._binding)
         self._stale = StalePath(app, self.config, self.runtime, self._binding, self._opening, self.continuity)
         self._owner: OwnerSide | None = None
+        self._lifespan_state: dict[str, object] | None = None
+        """The app's lifespan state (the server's `scope["state"]`), for requests forwarded here."""
         if self.continuity is not None:
             from mcp_registry.continuity.owner import OwnerSide
 
             self._owner = OwnerSide(
                 app, worker_id=self.config.worker_id, stats=self._stats, live=lambda: self._live,
-                serve_own=self._own.serve, acknowledge_delete=acknowledge_delete,
+                state=lambda: self._lifespan_state, serve_own=self._own.serve, acknowledge_delete=acknowledge_delete,
             )
         if not self.config.record_raw_id:
             _redact.install(self.runtime.hasher.hash)
@@ -130,6 +132,7 @@ class SessionRegistryMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
+                self._lifespan_state = scope.get("state")
                 await serve_lifespan(
                     self.app, scope, receive, send,
                     running=self.running, bind=self._binding.bind, shutting_down=self._shutting_down,
@@ -137,7 +140,7 @@ class SessionRegistryMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        if self.paths is not None and scope["path"] not in self.paths:
+        if self.paths is not None and route_path(scope) not in self.paths:
             await self.app(scope, receive, send)  # another route of the app: not MCP, not ours
             return
         # The hot path is inline, so that it adds one coroutine frame to the SDK's request: every time
@@ -173,6 +176,18 @@ class SessionRegistryMiddleware:
             await self.continuity.drain()
         # Record the sessions still held before the SDK's manager forgets them.
         self.runtime.shutting_down()
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app's router matches: `scope["path"]` without the server's root path (`--root-path`),
+    as Starlette reads it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def _continuity_node(config: RegistryConfig, runtime: WorkerRuntime) -> ContinuityNode | None:

@@ -101,6 +101,9 @@ class ForwardFailure(StrEnum):
     """The owner's listener refused the hop (e.g. the hosts' clocks are more than 30 s apart)."""
     BROKEN = "broken"
     """The connection failed after the owner had started to answer."""
+    NOT_ROUTED = "not_routed"
+    """The owner holds the session but its app has no route for the request's path (answered 404 there):
+    passed on to the client, never counted as served."""
 
 
 class Refusal(StrEnum):

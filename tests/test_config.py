@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import re
+import secrets
 import socket
 
 import pytest
@@ -49,7 +50,8 @@ ALL_VARIABLES = [
     "MCP_SESSION_STALE_POLICY",
     "MCP_SESSION_REGISTRY_HASH_KEY",
 ]
-KEY_16 = "0123456789abcdef"
+KEY = "lhTFSYwumWVnnTrYRC6MDxzxFBjvBiW7AT4bMzU21hs"
+"""A generated key (`secrets.token_urlsafe(32)`)."""
 
 
 def names(variable: str) -> str:
@@ -122,7 +124,7 @@ def test_from_env_reads_every_variable() -> None:
         "MCP_SESSION_REGISTRY_WORKER_ID": "pod-7:1234",
         "MCP_SESSION_STALE_POLICY": "strip",
         "MCP_SESSION_REGISTRY_TRACE_LOCAL": "true",
-        "MCP_SESSION_REGISTRY_HASH_KEY": "k" * 32,
+        "MCP_SESSION_REGISTRY_HASH_KEY": KEY,
         "MCP_SESSION_REGISTRY_RECORD_RAW_ID": "yes",
         "MCP_SESSION_REGISTRY_REFRESH_SECONDS": "15",
         "MCP_SESSION_REGISTRY_RETENTION_SECONDS": "3600",
@@ -143,7 +145,7 @@ def test_from_env_reads_every_variable() -> None:
         worker_id="pod-7:1234",
         stale_policy=StalePolicy.STRIP,
         trace_local=True,
-        hash_key=b"k" * 32,
+        hash_key=KEY.encode(),
         record_raw_id=True,
         refresh_seconds=15.0,
         retention_seconds=3600,
@@ -256,13 +258,14 @@ def test_an_empty_tls_variable_means_unset(variable: str, value: str) -> None:
     assert getattr(RegistryConfig.from_env({variable: value}), TLS_VARIABLES[variable]) is None
 
 
-@pytest.mark.parametrize("prefix", ["", "   ", "has space", "{tag}", "a{b", "a}b", "nul\x00"])
+@pytest.mark.parametrize("prefix", ["", "   ", "has space", "{tag}", "a{b", "a}b", "nul\x00", "a|b"])
 def test_a_bad_prefix_names_the_variable(prefix: str) -> None:
     with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_PREFIX")):
         RegistryConfig.from_env({"MCP_SESSION_REGISTRY_PREFIX": prefix})
 
 
-@pytest.mark.parametrize("worker_id", ["", "a|b", "line\nbreak", "bell\x07"])
+# Non-ASCII: the id travels in every hop's header, where it used to break every hop that worker sent (bad_tag).
+@pytest.mark.parametrize("worker_id", ["", "a|b", "line\nbreak", "bell\x07", "caf\u00e9:1", "\u30ef\u30fc\u30ab\u30fc"])
 def test_a_bad_worker_id_names_the_variable(worker_id: str) -> None:
     with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_WORKER_ID")):
         RegistryConfig.from_env({"MCP_SESSION_REGISTRY_WORKER_ID": worker_id})
@@ -275,18 +278,39 @@ def test_a_blank_worker_id_variable_is_an_error_not_the_default() -> None:
         RegistryConfig.from_env({"MCP_SESSION_REGISTRY_WORKER_ID": "  "})
 
 
-@pytest.mark.parametrize("key", ["", "x", KEY_16[:-1]])
-def test_a_short_hash_key_names_the_variable(key: str) -> None:
-    with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_HASH_KEY")):
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("", "url-safe base64 or hex"),
+        ("x", "at least 32 random bytes"),
+        ("0123456789abcdef", "at least 32 random bytes"),  # the old 16-byte minimum
+        ("dictionary-word-key-16", "at least 32 random bytes"),  # guessed in about a second offline
+        ("correct-horse-battery-staple-purple-monkey-x", "does not look random"),
+        ("k" * 64, "does not look random"),
+        ("0123456789abcdef" * 4, "does not look random"),
+        ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ", "does not look random"),
+        ("\u00e9" * 32, "url-safe base64 or hex"),
+    ],
+)
+def test_a_weak_hash_key_fails_start_up_naming_the_variable(key: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_HASH_KEY")) as from_env:
         RegistryConfig.from_env({"MCP_SESSION_REGISTRY_HASH_KEY": key})
+    assert says in str(from_env.value)
+    assert "secrets.token_urlsafe(32)" in str(from_env.value)  # how to make a good one
     with pytest.raises(ConfigError, match=names("MCP_SESSION_REGISTRY_HASH_KEY")):
         RegistryConfig(hash_key=key.encode())
 
 
-def test_the_hash_key_length_counts_bytes() -> None:
-    assert RegistryConfig.from_env({"MCP_SESSION_REGISTRY_HASH_KEY": KEY_16}).hash_key == KEY_16.encode()
-    # eight two-byte characters are sixteen bytes
-    assert RegistryConfig.from_env({"MCP_SESSION_REGISTRY_HASH_KEY": "\u00e9" * 8}).hash_key == "\u00e9".encode() * 8
+@pytest.mark.parametrize(
+    "key",
+    [secrets.token_urlsafe(32), secrets.token_urlsafe(48), secrets.token_hex(32), secrets.token_bytes(32)],
+    ids=["token_urlsafe(32)", "token_urlsafe(48)", "token_hex(32)", "raw 32 bytes in code"],
+)
+def test_a_generated_key_is_accepted_as_given(key: str | bytes) -> None:
+    raw = key if isinstance(key, bytes) else key.encode()
+    assert RegistryConfig(hash_key=raw).hash_key == raw
+    if isinstance(key, str):
+        assert RegistryConfig.from_env({"MCP_SESSION_REGISTRY_HASH_KEY": key}).hash_key == raw
 
 
 @pytest.mark.parametrize("variable", NUMBER_VARIABLES)
@@ -347,7 +371,7 @@ def test_keyword_overrides_win_over_the_environment() -> None:
         "MCP_SESSION_REGISTRY_WORKER_ID": "env-worker",
         "MCP_SESSION_STALE_POLICY": "strip",
         "MCP_SESSION_REGISTRY_TRACE_LOCAL": "1",
-        "MCP_SESSION_REGISTRY_HASH_KEY": "e" * 16,
+        "MCP_SESSION_REGISTRY_HASH_KEY": "mbH4Q8O-tHNOnYs1AtoX3cP85HyIcqs5ng32tN14FFY",
         "MCP_SESSION_REGISTRY_REFRESH_SECONDS": "5",
         "MCP_SESSION_REGISTRY_QUEUE_SIZE": "7",
         "MCP_SESSION_REGISTRY_TLS_CA_FILE": "/env/ca.pem",
@@ -361,7 +385,7 @@ def test_keyword_overrides_win_over_the_environment() -> None:
         worker_id="code-worker",
         stale_policy=StalePolicy.SPEC,
         trace_local=False,
-        hash_key=b"c" * 16,
+        hash_key=b"fIFByMjPGsiVEQpEDJBEvB1g81vBOo5KF15JEjp5G-I",
         refresh_seconds=20.0,
         queue_size=70,
         tls_ca_file=None,
@@ -374,7 +398,7 @@ def test_keyword_overrides_win_over_the_environment() -> None:
         worker_id="code-worker",
         stale_policy=StalePolicy.SPEC,
         trace_local=False,
-        hash_key=b"c" * 16,
+        hash_key=b"fIFByMjPGsiVEQpEDJBEvB1g81vBOo5KF15JEjp5G-I",
         refresh_seconds=20.0,
         queue_size=70,
         tls_ca_file=None,
@@ -424,7 +448,7 @@ def test_session_ttl_covers_three_intervals_in_whole_seconds(refresh_seconds: fl
 # --------------------------------------------------------------------------------------------
 # Continuity
 # --------------------------------------------------------------------------------------------
-CONTINUITY_ENV = {"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": KEY_16}
+CONTINUITY_ENV = {"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": KEY}
 
 
 def test_continuity_is_off_by_default() -> None:

@@ -47,7 +47,7 @@ from mcp_registry.testing import (
     tool_call,
 )
 
-HASH_KEY = b"k" * 32
+HASH_KEY = b"ZWeQ9XOeLh4Kl5k5j8PJqBCpXXcOl0sfPtwiB6ITN3g"
 
 
 def build_app(

@@ -119,7 +119,9 @@ def build(name: str, *, stateless: bool, policy: StalePolicy) -> App:
     middleware = SessionRegistryMiddleware(
         recorder,
         session_manager=server.session_manager,
-        config=RegistryConfig(worker_id="fuzz", hash_key=b"f" * 32, stale_policy=policy),
+        config=RegistryConfig(
+            worker_id="fuzz", hash_key=b"hT2euAAI2Ks4QT6eDa6vcpYGx7X1rvfmOd-aWO6-bI0", stale_policy=policy
+        ),
     )
     return App(name, stateless, policy, middleware, recorder)
 

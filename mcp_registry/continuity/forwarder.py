@@ -1,10 +1,11 @@
 """Send a request to the worker that owns its session and stream the answer back (aiohttp client).
 
 One pooled client per worker: keep-alive connections to every peer's internal listener (one
-connector for TCP peers, one per Unix socket). The request body streams to the owner as the
-client sends it (a body that arrived whole goes as one write); the owner's answer streams back
-chunk by chunk, so JSON responses, SSE streams, the standalone GET stream and long tool calls
-with progress notifications all pass unchanged.
+connector for TCP peers, one per Unix socket, freed when that peer is gone). The client's request
+travels in the signed hop headers (`hop_request`: its headers byte for byte, its addresses and
+scheme); its body streams to the owner as the client sends it (a body that arrived whole goes as
+one write); the owner's answer streams back chunk by chunk, so JSON responses, SSE streams, the
+standalone GET stream and long tool calls with progress notifications all pass unchanged.
 
 Bounds: connecting to the owner takes at most `CONNECT_SECONDS` (a dead worker refuses at once;
 a dead host times out); the owner's response headers must come within the configured forward
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import aiohttp
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 CONNECT_SECONDS: Final = 1.0
 URL_CACHE_SIZE: Final = 1024
+URL_CACHE_PATH_BYTES: Final = 512
+"""Only paths up to this size are cached: the cache holds at most about 0.5 MiB, whatever clients send."""
+UNIX_PEERS: Final = 64
+"""Pooled clients for Unix-socket peers at most (the oldest is closed first); one whose peer is gone is freed."""
 WHOLE_BODY_BYTES: Final = 1 << 20
 """An answer of known length up to this size is read whole and passed on as one piece."""
 _HOP_BY_HOP: Final = frozenset({
@@ -42,13 +47,17 @@ _HOP_BY_HOP: Final = frozenset({
 })
 _SKIP_AUTO: Final = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
 
+Sign = Callable[[], list[tuple[bytes, bytes]]]
+"""The hop's headers, made when the request is sent."""
+
 
 class Forwarder:
     def __init__(self, *, timeout: float) -> None:
         self.timeout = timeout
         self._tcp: aiohttp.ClientSession | None = None
         self._unix: dict[str, aiohttp.ClientSession] = {}
-        self._urls: dict[tuple[str, bytes, bytes], URL] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._urls: dict[tuple[str, bytes], URL] = {}
 
     async def aclose(self) -> None:
         """Close every pooled connection; errors on close are logged and otherwise ignored."""
@@ -59,30 +68,45 @@ class Forwarder:
                 await session.close()
             except (OSError, aiohttp.ClientError):
                 logger.debug("mcp_registry: closing a forwarding connection failed", exc_info=True)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _url(self, origin: str, path: bytes, query: bytes) -> URL:
-        """The owner's URL for this request's path (cached: an MCP endpoint is one path)."""
-        key = (origin, path, query)
+    def _url(self, origin: str, path: bytes) -> URL:
+        """The owner's URL for this request's path (cached, when short: an MCP endpoint is one path).
+
+        The query string travels in the signed hop request, not in the URL."""
+        key = (origin, path)
         url = self._urls.get(key)
         if url is None:
-            text = origin + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.clear()
-            url = self._urls[key] = URL(text, encoded=True)
+            url = URL(origin + path.decode("latin-1"), encoded=True)
+            if len(path) <= URL_CACHE_PATH_BYTES:
+                if len(self._urls) >= URL_CACHE_SIZE:
+                    self._urls.clear()
+                self._urls[key] = url
         return url
 
     def _session_for(self, address: Address) -> tuple[aiohttp.ClientSession, str]:
         if address.path is not None:
             session = self._unix.get(address.path)
             if session is None:
+                if len(self._unix) >= UNIX_PEERS:
+                    self._drop_unix(next(iter(self._unix)))
                 session = self._unix[address.path] = _client(aiohttp.UnixConnector(path=address.path))
             return session, "http://owner"
         if self._tcp is None:
             self._tcp = _client(aiohttp.TCPConnector(limit=0, ttl_dns_cache=60))
         return self._tcp, f"http://{address}"
 
+    def _drop_unix(self, path: str) -> None:
+        """Free the pooled client of a Unix-socket peer (closed in the background: nothing waits for it)."""
+        session = self._unix.pop(path, None)
+        if session is not None:
+            task = asyncio.get_running_loop().create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def forward(
-        self, address: Address, scope: Scope, receive: Receive, send: Send, hop_headers: list[tuple[bytes, bytes]]
+        self, address: Address, scope: Scope, receive: Receive, send: Send, sign: Sign
     ) -> HopResult:
         """Forward one request to `address`; the answer goes to `send` unless the hop failed before it."""
         session, origin = self._session_for(address)
@@ -90,16 +114,12 @@ class Forwarder:
         if first["type"] != "http.request":
             return HopResult(ForwardFailure.BROKEN, replay=[first])  # the client went away before its body
         body: bytes | AsyncIterator[bytes]
-        body = first.get("body", b"") if not first.get("more_body", False) else _stream_body(first, receive)
-        url = self._url(origin, scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""))
-        # The client's headers travel unchanged (Host and Authorization included), but for hop-by-hop ones
-        # and any hop header a client made up; then this worker's signed hop headers.
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in scope["headers"]
-            if name.lower() not in _HOP_BY_HOP
-        ]
-        headers.extend((name.decode("latin-1"), value.decode("latin-1")) for name, value in hop_headers)
+        read: list[Message] = [first]
+        """What was read of the client's body, for a replay here if nothing reaches the owner."""
+        body = first.get("body", b"") if not first.get("more_body", False) else _stream_body(first, receive, read)
+        url = self._url(origin, scope.get("raw_path") or scope["path"].encode())
+        # The client's request itself travels in the signed hop headers, made now (its first bytes came).
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in sign()]
         started = time.perf_counter()
         try:
             # asyncio's own timeout (aiohttp runs on asyncio): cheaper per hop than a cancel scope.
@@ -111,8 +131,10 @@ class Forwarder:
         except TimeoutError:
             return HopResult(ForwardFailure.TIMEOUT)
         except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError):
-            # Nothing reached the owner: the body read so far can still be served here.
-            return HopResult(ForwardFailure.OWNER_GONE, replay=[first] if isinstance(body, bytes) else None)
+            # Nothing reached the owner: every body byte read so far can still be served here.
+            if address.path is not None:
+                self._drop_unix(address.path)
+            return HopResult(ForwardFailure.OWNER_GONE, replay=list(read))
         except (aiohttp.ClientError, OSError):
             return HopResult(ForwardFailure.BROKEN)
         result = HopResult(headers_seconds=time.perf_counter() - started)
@@ -127,6 +149,9 @@ class Forwarder:
             if response.status in (401, 403) and result.owner is None:
                 result.failure = ForwardFailure.REFUSED
                 return result
+            if response.status == 404 and result.owner is not None and result.failure is None:
+                # The owner holds the session, so this 404 is not the SDK's: its app has no route there.
+                result.failure = ForwardFailure.NOT_ROUTED
             start = {
                 "type": "http.response.start",
                 "status": response.status,
@@ -162,10 +187,11 @@ def _client(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
     )
 
 
-async def _stream_body(first: Message, receive: Receive) -> AsyncIterator[bytes]:
+async def _stream_body(first: Message, receive: Receive, read: list[Message]) -> AsyncIterator[bytes]:
     yield first.get("body", b"")
     while True:
         message = await receive()
+        read.append(message)
         if message["type"] != "http.request":
             return
         yield message.get("body", b"")

@@ -1,13 +1,17 @@
 """Authentication of a forwarded request (a hop). Pure: the clock is an argument.
 
-The forwarding worker adds two headers; the owner's internal listener serves a request only if
+The forwarding worker adds three headers; the owner's internal listener serves a request only if
 they verify:
 
-    mcp-registry-hop:         v1.<sender boot, hex>.<sequence>.<unix ms>.<tag>
-    mcp-registry-hop-worker:  <sender worker id>
+    mcp-registry-hop:          v2.<sender boot, hex>.<sequence>.<unix ms>.<tag>
+    mcp-registry-hop-worker:   <sender worker id>
+    mcp-registry-hop-request:  <the client's request: scheme, addresses, root path, query, headers>
 
 `tag` is 128 bits of HMAC-SHA256, under a sub-key of the deployment key, over every field, the
-worker id, the method, the path and the session id: a hop cannot be moved to another request.
+worker id, the receiving listener's boot id (from the session's sealed route), the method, the
+path and the encoded request (`hop_request`, which holds the session id): a hop cannot be moved
+to another request, nor replayed to another owner. The hop is signed when its request is sent
+(after the client's first body bytes arrived), so a slow upload is as fresh as any other hop.
 A hop is accepted while its time is within `MAX_SKEW_SECONDS` of the owner's clock, and once:
 each sender numbers its hops, and the owner keeps, per sender, a sliding window of the
 sequence numbers it has seen (the anti-replay window of IPsec, RFC 4303 §3.4.3).
@@ -21,6 +25,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Final
 
+from mcp_registry.continuity.hop_request import HOP_REQUEST_HEADER
 from mcp_registry.continuity.subkeys import derive
 from mcp_registry.outcomes import Refusal
 
@@ -32,6 +37,12 @@ WINDOW: Final = 4096
 """Sequence numbers behind the highest seen that are still accepted (once each)."""
 _TAG_BYTES: Final = 16
 _WINDOW_MASK: Final = (1 << WINDOW) - 1
+_VERSION: Final = "v2"
+_BOOT_HEX: Final = 16
+"""Characters of a boot id in hex (8 bytes: `sealed_id.BOOT_BYTES`)."""
+_MAX_SEQUENCE_DIGITS: Final = 19
+_MAX_MILLIS_DIGITS: Final = 15
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
 
 
 
@@ -45,10 +56,17 @@ class HopSigner:
         self._worker = worker_id
         self._sequence = itertools.count(1)
 
-    def headers(self, *, method: str, path: str, session_id: str, now: float) -> list[tuple[bytes, bytes]]:
-        fields = f"v1.{self._boot}.{next(self._sequence)}.{int(now * 1000)}"
-        tag = _tag(self._key, fields, self._worker, method, path, session_id)
-        return [(HOP_HEADER, f"{fields}.{tag}".encode()), (HOP_WORKER_HEADER, self._worker.encode())]
+    def headers(
+        self, *, destination: bytes, method: str, path: str, request: bytes, now: float
+    ) -> list[tuple[bytes, bytes]]:
+        """The hop headers of a request to the owner whose listener's boot id is `destination`."""
+        fields = f"{_VERSION}.{self._boot}.{next(self._sequence)}.{int(now * 1000)}"
+        tag = _tag(self._key, fields, self._worker, destination.hex(), method, path, request)
+        return [
+            (HOP_HEADER, f"{fields}.{tag}".encode()),
+            (HOP_WORKER_HEADER, self._worker.encode("ascii")),
+            (HOP_REQUEST_HEADER, request),
+        ]
 
 
 @dataclass(slots=True)
@@ -61,9 +79,10 @@ class _Window:
 
 @dataclass(slots=True)
 class HopVerifier:
-    """Checks hops on the owner's side and remembers what it accepted."""
+    """Checks hops on the owner's side (the listener whose boot id is `boot`) and remembers what it accepted."""
 
     key: bytes
+    boot: bytes
     _key: bytes = field(init=False)
     _windows: dict[str, _Window] = field(default_factory=dict, init=False)
 
@@ -71,20 +90,17 @@ class HopVerifier:
         self._key = derive(self.key, "continuity/hop")
 
     def verify(
-        self, header: bytes | None, worker: bytes | None, *, method: str, path: str, session_id: str, now: float
+        self, header: bytes | None, worker: bytes | None, request: bytes | None, *, method: str, path: str,
+        now: float,
     ) -> str | Refusal:
-        """The sender's worker id if the hop verifies and was not seen before, else why not."""
-        if header is None or worker is None:
+        """The sender's worker id if the hop verifies and was not seen before, else why not. Never raises."""
+        if header is None or worker is None or request is None:
             return Refusal.MISSING
-        try:
-            text, sender = header.decode("ascii"), worker.decode("utf-8")
-            version, boot, sequence_text, millis, tag = text.split(".")
-            sequence, sent_at = int(sequence_text), int(millis) / 1000
-        except (UnicodeDecodeError, ValueError):
+        parsed = _parse(header, worker)
+        if parsed is None:
             return Refusal.MALFORMED
-        if version != "v1" or sequence < 1:
-            return Refusal.MALFORMED
-        expected = _tag(self._key, f"{version}.{boot}.{sequence_text}.{millis}", sender, method, path, session_id)
+        fields, boot, sequence, sent_at, tag, sender = parsed
+        expected = _tag(self._key, fields, sender, self.boot.hex(), method, path, request)
         if not hmac.compare_digest(tag.encode(), expected.encode()):
             return Refusal.BAD_TAG
         if abs(now - sent_at) > MAX_SKEW_SECONDS:
@@ -117,7 +133,30 @@ class HopVerifier:
             del self._windows[boot]
 
 
-def _tag(key: bytes, fields: str, worker: str, method: str, path: str, session_id: str) -> str:
-    message = "\x00".join((fields, worker, method, path, session_id)).encode("utf-8", "surrogateescape")
-    digest = hmac.digest(key, message, "sha256")[:_TAG_BYTES]
+def _parse(header: bytes, worker: bytes) -> tuple[str, str, int, float, str, str] | None:
+    """The fields of a hop header, each checked for its shape and size before any number is made of it."""
+    if len(header) > 128 or not header.isascii() or not worker.isascii() or len(worker) > 256:
+        return None
+    parts = header.decode("ascii").split(".")
+    if len(parts) != 5:
+        return None
+    version, boot, sequence_text, millis, tag = parts
+    if (
+        version != _VERSION
+        or len(boot) != _BOOT_HEX
+        or not set(boot) <= _HEX_DIGITS
+        or not (sequence_text.isdigit() and len(sequence_text) <= _MAX_SEQUENCE_DIGITS)
+        or not (millis.isdigit() and len(millis) <= _MAX_MILLIS_DIGITS)
+    ):
+        return None
+    sequence = int(sequence_text)
+    if sequence < 1:
+        return None
+    fields = f"{version}.{boot}.{sequence_text}.{millis}"
+    return fields, boot, sequence, int(millis) / 1000, tag, worker.decode("ascii")
+
+
+def _tag(key: bytes, fields: str, worker: str, destination: str, method: str, path: str, request: bytes) -> str:
+    text = "\x00".join((fields, worker, destination, method, path)).encode("utf-8", "surrogateescape")
+    digest = hmac.digest(key, text + b"\x00" + request, "sha256")[:_TAG_BYTES]
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

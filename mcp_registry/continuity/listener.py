@@ -2,8 +2,14 @@
 
 uvicorn's server machinery (its protocol classes on a socket we bind) runs inside the app's
 lifespan, with no signal handlers and no lifespan of its own. Every request must carry a hop
-that verifies (`hop_auth`): anything else gets 401 (no hop) or 403 (a bad, stale or replayed
-one) and is counted. A verified request is handed to the middleware's `serve_forwarded`.
+that verifies (`hop_auth`): anything else gets 401 (no hop) or 403 (a malformed, bad, stale or
+replayed one) and is counted; no header, however made, raises. A verified request is handed to the
+middleware's `serve_forwarded` as the client sent it to the first worker (`hop_request`: headers
+byte for byte, client address, scheme, root path, query).
+
+TCP listeners set `TCP_NODELAY` (their socket is made with `IPPROTO_TCP`, so asyncio sets it on every
+accepted connection too): without it Nagle's algorithm held each hop's answer back about 40 ms on the
+plain asyncio loop.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from mcp_registry.addresses import Address
+from mcp_registry.continuity import hop_request
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopVerifier
-from mcp_registry.decision import SESSION_HEADER
+from mcp_registry.decision import parse_session_id, scan_headers
 from mcp_registry.env import ENV_FORWARD_LISTEN, ConfigError
 from mcp_registry.outcomes import Refusal
 from mcp_registry.telemetry import RequestStats
@@ -80,27 +87,28 @@ class HopListener:
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        hop = worker = session = None
+        hop = worker = request = None
         for name, value in scope["headers"]:
             if name == HOP_HEADER:
                 hop = value
             elif name == HOP_WORKER_HEADER:
                 worker = value
-            elif name == SESSION_HEADER:
-                session = value
+            elif name == hop_request.HOP_REQUEST_HEADER:
+                request = value
         verdict = self._verifier.verify(
-            hop, worker, method=scope["method"], path=scope["path"],
-            session_id=(session or b"").decode("latin-1"), now=time.time(),
+            hop, worker, request, method=scope["method"], path=scope["path"], now=time.time()
         )
-        if isinstance(verdict, Refusal):
-            self._stats.hop_refusals[verdict.value] += 1
-            status = 401 if verdict is Refusal.MISSING else 403
+        carried = hop_request.decode(request) if request is not None and not isinstance(verdict, Refusal) else None
+        if isinstance(verdict, Refusal) or carried is None:
+            refusal = verdict if isinstance(verdict, Refusal) else Refusal.MALFORMED
+            self._stats.hop_refusals[refusal.value] += 1
+            status = 401 if refusal is Refusal.MISSING else 403
             await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        scope = dict(scope)
-        scope["headers"] = [(n, v) for n, v in scope["headers"] if n not in (HOP_HEADER, HOP_WORKER_HEADER)]
-        await self._serve(scope, receive, send, verdict, session.decode("latin-1") if session is not None else None)
+        raw_id = scan_headers(carried.headers)[0]
+        session_id = parse_session_id(raw_id) if raw_id is not None else None
+        await self._serve(carried.apply(scope), receive, send, verdict, session_id)
 
 
 def _unlink(path: str) -> None:
@@ -116,8 +124,11 @@ def _bind(address: Address) -> socket.socket:
         target: str | tuple[str, int] = path
     else:
         assert address.host is not None
-        sock = socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose protocol says TCP.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         target = (address.host, address.port)
     try:
         sock.bind(target)

@@ -15,16 +15,29 @@ from typing import Final
 
 from starlette.types import Receive, Scope, Send
 
-from mcp_registry.addresses import Address, parse_advertise, parse_listen, parse_route
+from mcp_registry.addresses import (
+    Address,
+    Peers,
+    default_peers,
+    parse_advertise,
+    parse_listen,
+    parse_peers,
+    parse_route,
+)
 from mcp_registry.config import RegistryConfig
+from mcp_registry.continuity import hop_request
 from mcp_registry.continuity.forwarder import Forwarder
-from mcp_registry.continuity.hop import HopResult
-from mcp_registry.continuity.hop_auth import HopSigner, HopVerifier
+from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, HopResult
+from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopSigner, HopVerifier
 from mcp_registry.continuity.listener import HopListener, ServeForwarded
 from mcp_registry.continuity.sealed_id import BOOT_BYTES, Route, SessionIdSealer, Shape
 from mcp_registry.outcomes import ForwardFailure, Refusal
 from mcp_registry.telemetry import RequestStats, Telemetry
 
+_INTERNAL_HEADERS: Final = frozenset(
+    {HOP_HEADER, HOP_WORKER_HEADER, hop_request.HOP_REQUEST_HEADER, OWNER_HEADER, GONE_HEADER}
+)
+"""Our own headers: a client that sends one has it dropped, never carried to the owner's app."""
 ROUTE_CACHE_SIZE: Final = 4096
 """Opened ids remembered (a hop's id is verified once, not on every request of its session)."""
 
@@ -36,11 +49,15 @@ class ContinuityNode:
         self.boot = secrets.token_bytes(BOOT_BYTES)
         self.sealer = SessionIdSealer(config.hash_key)
         self._signer = HopSigner(config.hash_key, boot=self.boot, worker_id=config.worker_id)
-        self._verifier = HopVerifier(config.hash_key)
+        self._verifier = HopVerifier(config.hash_key, self.boot)
         self._stats = stats
         telemetry.start_forward_counters((f.value for f in ForwardFailure), (r.value for r in Refusal))
         self._listen = parse_listen(config.forward_listen)
         self._advertise = parse_advertise(config.forward_advertise) if config.forward_advertise else None
+        self.peers: Peers = (
+            parse_peers(config.forward_peers) if config.forward_peers else default_peers(self._listen, self._advertise)
+        )
+        """Where this worker may forward; a route elsewhere is never dialled."""
         self._forwarder = Forwarder(timeout=config.forward_timeout)
         self._routes: dict[str, Route | Shape] = {}
         self._addresses: dict[str, Address] = {}
@@ -80,10 +97,14 @@ class ContinuityNode:
         return self.sealer.seal(sdk_id, self.route, self.config.route_label)
 
     def owner_of(self, session_id: str) -> Route | Shape:
-        """The route sealed into `session_id`, or why there is none. Cached: hops repeat their ids."""
+        """The route sealed into `session_id`, or why there is none. Cached: hops repeat their ids.
+
+        A route to an address outside `peers` is forged, whatever its MAC says: never dialled."""
         found = self._routes.get(session_id)
         if found is None:
             found = self.sealer.open(session_id)
+            if isinstance(found, Route) and not self.is_mine(found) and not self._reachable(found):
+                found = Shape.FORGED
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
             self._routes[session_id] = found
@@ -92,17 +113,31 @@ class ContinuityNode:
     def is_mine(self, route: Route) -> bool:
         return route.boot == self.boot
 
-    def forward(
-        self, route: Route, session_id: str, scope: Scope, receive: Receive, send: Send
-    ) -> Awaitable[HopResult]:
-        """The hop to `route`'s owner, as an awaitable (no coroutine frame of its own on the request path)."""
+    def _reachable(self, route: Route) -> bool:
+        address = self._address(route)
+        return address is not None and self.peers.allows(address)
+
+    def _address(self, route: Route) -> Address | None:
         address = self._addresses.get(route.address)
         if address is None:
             address = parse_route(route.address)
-            if address is None:  # pragma: no cover - sealed by a worker that validated its own address
-                raise ValueError("a sealed route holds an address that does not parse")
+            if address is None:
+                return None
             if len(self._addresses) >= ROUTE_CACHE_SIZE:
                 self._addresses.clear()
             self._addresses[route.address] = address
-        hop = self._signer.headers(method=scope["method"], path=scope["path"], session_id=session_id, now=time.time())
-        return self._forwarder.forward(address, scope, receive, send, hop)
+        return address
+
+    def forward(self, route: Route, scope: Scope, receive: Receive, send: Send) -> Awaitable[HopResult]:
+        """The hop to `route`'s owner (one `owner_of` returned), as an awaitable (no coroutine frame of its own)."""
+        address = self._address(route)
+        assert address is not None  # owner_of checked it
+
+        def sign() -> list[tuple[bytes, bytes]]:
+            # When the request is sent: after the client's first body bytes, however slowly they came.
+            request = hop_request.encode(scope, drop=_INTERNAL_HEADERS)
+            return self._signer.headers(
+                destination=route.boot, method=scope["method"], path=scope["path"], request=request, now=time.time()
+            )
+
+        return self._forwarder.forward(address, scope, receive, send, sign)

@@ -1,7 +1,8 @@
 """The owner's side of a hop: serve a request another worker forwarded here.
 
-The internal listener (`continuity.listener`) has verified the hop; this serves it as the owner
-would serve the client directly, and marks the answer for the forwarding worker: which worker
+The internal listener (`continuity.listener`) has verified the hop and put back the client's
+request; this serves it as the owner would serve the client directly (with the app's lifespan
+state, as the server gives every request), and marks the answer for the forwarding worker: which worker
 answered, and whether it still holds the session (if not, the SDK's 404 or our DELETE answer
 goes back, marked gone).
 """
@@ -27,12 +28,14 @@ class OwnerSide:
         worker_id: str,
         stats: RequestStats,
         live: Callable[[], Mapping[str, object]],
+        state: Callable[[], Mapping[str, object] | None],
         serve_own: ServeOwn,
         acknowledge_delete: AcknowledgeDelete,
     ) -> None:
         self._app = app
         self._stats = stats
         self._live = live
+        self._state = state
         self._serve_own = serve_own
         self._acknowledge_delete = acknowledge_delete
         self._owner_marks = [(OWNER_HEADER, worker_id.encode())]
@@ -46,6 +49,9 @@ class OwnerSide:
         Returns the coroutine to await rather than awaiting it: no coroutine frame of its own on the path.
         """
         self._stats.served_for[sender] += 1
+        if (state := self._state()) is not None:
+            # The app's lifespan state, as its server gives every request (a shallow copy).
+            scope["state"] = dict(state)
         live = session_id is not None and session_id in self._live()
         marks = self._owner_marks if live else self._gone_marks
 

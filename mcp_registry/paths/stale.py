@@ -80,7 +80,7 @@ class StalePath:
             assert session_id is not None
             assert self._continuity is not None
             started = time.time_ns()
-            hop = await self._continuity.forward(owner, session_id, scope, receive, send)
+            hop = await self._continuity.forward(owner, scope, receive, send)
             if not (hop.failure is ForwardFailure.OWNER_GONE and not hop.response_started):
                 await self._hopped(hop, session_id, protocol_version, started, scope, send)
                 return

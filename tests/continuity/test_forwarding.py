@@ -47,7 +47,7 @@ from mcp_registry.testing import (
     tool_call,
 )
 
-KEY = b"forwarding-test-key-0123456789ab"
+KEY = b"HkQmjFG7lrnAtZ1jakXPEFXbbmZ71jrWoWKtjoOZY7I"
 
 
 class Tokens:
@@ -304,12 +304,17 @@ async def test_the_internal_listener_counts_what_it_refuses() -> None:
         async with httpx.AsyncClient(timeout=5) as direct:
             body = tool_call("add", {"a": 1, "b": 2})
             plain = await direct.post(internal, json=body, headers=session_headers(session_id))
-            hop = {"mcp-registry-hop": "v1.00.1.1.x", "mcp-registry-hop-worker": "x"}
+            hop = {"mcp-registry-hop": f"v2.{'01' * 8}.1.{int(time.time() * 1000)}.{'A' * 22}",
+                   "mcp-registry-hop-worker": "x", "mcp-registry-hop-request": "{}"}  # fmt: skip
             forged = await direct.post(internal, json=body, headers={**session_headers(session_id), **hop})
+            # A time field too large for a float (it raised OverflowError: a 500 and a logged traceback).
+            crafted = {**hop, "mcp-registry-hop": f"v2.{'01' * 8}.1.{'9' * 400}.{'A' * 22}"}
+            overflow = await direct.post(internal, json=body, headers={**session_headers(session_id), **crafted})
 
-        assert (plain.status_code, forged.status_code) == (401, 403)
+        assert (plain.status_code, forged.status_code, overflow.status_code) == (401, 403, 403)
         assert a.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="missing") == 1
         assert a.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="bad_tag") == 1
+        assert a.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="malformed") == 1
 
 
 async def test_with_continuity_off_ids_are_the_sdk_s_own() -> None:

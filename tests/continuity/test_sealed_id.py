@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mcp_registry.continuity.sealed_id import MAX_ID_BYTES, Route, SessionIdSealer, Shape
 from mcp_registry.decision import parse_session_id
 
-KEY = b"deployment-key-0123456789abcdef"
+KEY = b"HHfeW6j3xGzYx2xsgJeiLAMEFLxTn7eJqww0MTGTlPY"
 ROUTE = Route("127.0.0.2:43117", b"\x00\x01\x02\x03\x04\x05\x06\x07")
 SDK_ID = "3f9c1d2e4b5a69788796a5b4c3d2e1f0"
 sealer = SessionIdSealer(KEY)

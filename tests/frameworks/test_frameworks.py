@@ -46,7 +46,7 @@ FRAMEWORKS = available()
 EXPECTED_ENV = "MCP_REGISTRY_FRAMEWORKS"
 """Set by the nox sessions: the lines this virtualenv must have (a missing one fails, never skips)."""
 PREFIX = "compat"
-HASH_KEY = b"compat-test-hash-key-0123456789"
+HASH_KEY = b"sjAXjHFoY-qHdY-c3RYAhTprnY_iacloA3pcqPcG0xg"
 
 
 def test_the_lines_this_virtualenv_was_made_for_are_all_here() -> None:

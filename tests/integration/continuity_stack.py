@@ -37,7 +37,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 ROUND_ROBIN: Final = ROOT / "deploy" / "nginx.conf"
 ROUTE_BY_SESSION: Final = ROOT / "deploy" / "nginx-route-by-session.conf"
 HAPROXY_ROUTE_BY_SESSION: Final = ROOT / "deploy" / "haproxy-route-by-session.cfg"
-KEY: Final = "continuity-test-key-0123456789abcdef"
+KEY: Final = "CqC18MH0jw6vB2c2AStD9x7ZEKvTltbl4nVuh9lkfgA"
 PREFIX: Final = "mcpreg"
 HOST_ADDRESSES: Final = ("127.0.0.2", "127.0.0.3")
 

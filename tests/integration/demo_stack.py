@@ -86,7 +86,7 @@ class ScrapedDemo:
         common = {
             # Continuity on, as in the compose stack: the continuity panels have hops to show.
             ENV_CONTINUITY: "forward",
-            ENV_HASH_KEY: "dashboard-test-shared-key-0123456789",
+            ENV_HASH_KEY: "PaetgBdiZJ9ivOyqdrfSWd4oRlBrwtzldBqL7Crq0bc",
             ENV_REGISTRY: "1",
             ENV_PREFIX: PREFIX,
             ENV_REFRESH_SECONDS: "0.5",

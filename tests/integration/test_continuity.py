@@ -21,7 +21,9 @@ import pytest
 from mcp.client import Client
 from mcp_types import ElicitResult
 
+from mcp_registry.continuity import hop_request
 from mcp_registry.continuity.hop_auth import HopSigner
+from mcp_registry.continuity.sealed_id import Route, SessionIdSealer
 from mcp_registry.demo._process import free_ports
 from mcp_registry.demo.app import ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
@@ -166,17 +168,31 @@ def test_the_internal_listener_refuses_requests_that_were_not_forwarded(redis_se
             hdrs = [(k.encode(), v.encode()) for k, v in headers.items()] + extra
             return httpx.post(internal, json=body, headers=hdrs, timeout=5).status_code
 
+        route = SessionIdSealer(KEY.encode()).open(session_id)
+        assert isinstance(route, Route)
         signer = HopSigner(KEY.encode(), boot=b"\x01" * 8, worker_id="test-forwarder")
-        wrong = HopSigner(b"another-deployment-key-000000000", boot=b"\x02" * 8, worker_id="test-forwarder")
-        valid = signer.headers(method="POST", path="/mcp", session_id=session_id, now=time.time())
-        other_session = signer.headers(method="POST", path="/mcp", session_id=session_id + "x", now=time.time())
-        old = signer.headers(method="POST", path="/mcp", session_id=session_id, now=time.time() - 3600)
+        wrong = HopSigner(b"pB4n1UQ8F0a7w2xR9eV3kJmZ5tYcHdLsGqNiAoXuWjE", boot=b"\x02" * 8, worker_id="test-forwarder")
 
+        def request_of(sid: str) -> bytes:
+            scope = {"headers": [(k.encode(), v.encode()) for k, v in session_headers(sid).items()], "scheme": "http"}
+            return hop_request.encode(scope)
+
+        Headers = list[tuple[bytes, bytes]]
+
+        def hop(sid: str, *, by: HopSigner = signer, to: bytes = route.boot, ago: float = 0.0) -> Headers:
+            request = request_of(sid)
+            return by.headers(destination=to, method="POST", path="/mcp", request=request, now=time.time() - ago)
+
+        valid = hop(session_id)
         assert post([]) == 401, "a request with no hop at all"
-        assert post([(b"mcp-registry-hop", b"v1.garbage"), (b"mcp-registry-hop-worker", b"x")]) == 403
-        assert post(wrong.headers(method="POST", path="/mcp", session_id=session_id, now=time.time())) == 403
-        assert post(other_session) == 403, "a hop signed for another session"
-        assert post(old) == 403, "a hop from an hour ago"
+        assert post([(b"mcp-registry-hop", b"v2.garbage"), (b"mcp-registry-hop-worker", b"x"),
+                     (b"mcp-registry-hop-request", b"{}")]) == 403  # fmt: skip
+        assert post(hop(session_id, by=wrong)) == 403, "a hop signed with another key"
+        other = request_of(session_id + "x")
+        moved = [(n, other if n == b"mcp-registry-hop-request" else v) for n, v in hop(session_id)]
+        assert post(moved) == 403, "a hop moved to another session"
+        assert post(hop(session_id, to=b"\x09" * 8)) == 403, "a hop signed for another owner"
+        assert post(hop(session_id, ago=3600)) == 403, "a hop from an hour ago"
         assert post(valid) == 200, "a hop the deployment's key signed"
         assert post(valid) == 403, "the same hop replayed"
 

@@ -178,10 +178,12 @@ async def test_workers_agree_on_one_hash_key_through_redis(server: fakeredis.Fak
 
 
 async def test_an_operator_key_is_used_and_never_stored(server: fakeredis.FakeServer, redis: Redis) -> None:
-    a = Worker(server, "worker-a", hash_key=b"operator-provided-key-0123456789")
+    a = Worker(server, "worker-a", hash_key=b"kVrpzGKLbLcnI-dUJl9XR-PHsAD1lFdY4Z1EVoiITEI")
     async with running(a):
         a.open("sid")
-        await until(lambda: redis.exists(KEYS.session(hasher.id_hash(b"operator-provided-key-0123456789", "sid"))))
+        operator_key = a.config.hash_key
+        assert operator_key is not None
+        await until(lambda: redis.exists(KEYS.session(hasher.id_hash(operator_key, "sid"))))
     assert await redis.get(KEYS.hash_key) is None
 
 
@@ -354,7 +356,7 @@ class ClusterNodeAsPlainRedis(fakeredis.FakeAsyncRedis):
 async def test_a_plain_url_at_a_cluster_node_turns_the_registry_off_with_the_fix(
     server: fakeredis.FakeServer, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = Worker(server, "worker-a", ClusterNodeAsPlainRedis, hash_key=b"k" * 32)
+    a = Worker(server, "worker-a", ClusterNodeAsPlainRedis, hash_key=b"68jDfM2gbFZaaV1r-oLA99FPW390oFGfiZXYafU70Ak")
     caplog.set_level(logging.WARNING, logger="mcp_registry")
     async with running(a):
         a.open("s-1")
@@ -405,7 +407,7 @@ async def test_counters_of_a_minute_whose_node_failed_are_sent_once_more_and_no_
     now = time.time()
     earlier, later = key_schema.minute_of(now - 120), key_schema.minute_of(now)
     FailsOneMinuteOnce.key, FailsOneMinuteOnce.failed = KEYS.minute(later), 0
-    a = Worker(server, "worker-a", FailsOneMinuteOnce, hash_key=b"k" * 32)
+    a = Worker(server, "worker-a", FailsOneMinuteOnce, hash_key=b"68jDfM2gbFZaaV1r-oLA99FPW390oFGfiZXYafU70Ak")
     async with running(a):
         for name, ended_at in (("old", now - 120), ("new", now)):
             a.open(name)
