@@ -45,7 +45,10 @@ def key_problem(key: bytes, *, as_text: bool = False) -> str | None:
         if len(set(key)) < 16:
             return f"does not look random: {len(set(key))} distinct bytes in {len(key)}"
         return None
-    if _HEX.fullmatch(text) and len(text) >= 2 * MIN_BYTES:
+    if _HEX.fullmatch(text) and (len(text) >= 2 * MIN_BYTES or text.islower() or text.isupper()):
+        # Hex (what a one-case run of hex digits is taken for): two digits a byte.
+        if len(text) < 2 * MIN_BYTES:
+            return f"must be at least {2 * MIN_BYTES} hex digits ({MIN_BYTES} random bytes); got {len(text)}"
         return _pattern_problem(text, distinct=12, bits=3.3, run=8)
     if _BASE64URL.fullmatch(text):
         decoded = len(text.rstrip("=")) * 6 // 8

@@ -283,7 +283,8 @@ def test_a_blank_worker_id_variable_is_an_error_not_the_default() -> None:
     [
         ("", "url-safe base64 or hex"),
         ("x", "at least 32 random bytes"),
-        ("0123456789abcdef", "at least 32 random bytes"),  # the old 16-byte minimum
+        ("0123456789abcdef", "64 hex digits"),  # the old 16-byte minimum
+        (secrets.token_hex(24), "64 hex digits"),  # 24 random bytes
         ("dictionary-word-key-16", "at least 32 random bytes"),  # guessed in about a second offline
         ("correct-horse-battery-staple-purple-monkey-x", "does not look random"),
         ("k" * 64, "does not look random"),

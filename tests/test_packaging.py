@@ -8,6 +8,7 @@ what it needs.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 import venv
@@ -85,11 +86,11 @@ def test_continuity_without_its_extra_says_what_to_install(plain_install: Path) 
     )
     done = subprocess.run(
         [str(plain_install / "python"), "-c", build], capture_output=True, text=True, timeout=60, check=False,
-        env={"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": "0123456789abcdef0123"},
+        env={"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": secrets.token_urlsafe(32)},
     )
 
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "mcp_registry.config.ConfigError: MCP_SESSION_CONTINUITY=forward needs the continuity extra "
+        "mcp_registry.env.ConfigError: MCP_SESSION_CONTINUITY=forward needs the continuity extra "
         "(aiohttp is missing): pip install 'mcp-registry[continuity]'"
     )

@@ -34,9 +34,9 @@ from mcp_registry.outcomes import ForwardFailure
 logger = logging.getLogger(__name__)
 
 CONNECT_SECONDS: Final = 1.0
+HOP_PATH: Final = "/hop"
+"""The path of every hop's own request: the client's path and query travel in the signed hop request."""
 URL_CACHE_SIZE: Final = 1024
-URL_CACHE_PATH_BYTES: Final = 512
-"""Only paths up to this size are cached: the cache holds at most about 0.5 MiB, whatever clients send."""
 UNIX_PEERS: Final = 64
 """Pooled clients for Unix-socket peers at most (the oldest is closed first); one whose peer is gone is freed."""
 WHOLE_BODY_BYTES: Final = 1 << 20
@@ -57,7 +57,7 @@ class Forwarder:
         self._tcp: aiohttp.ClientSession | None = None
         self._unix: dict[str, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        self._urls: dict[tuple[str, bytes], URL] = {}
+        self._urls: dict[str, URL] = {}
 
     async def aclose(self) -> None:
         """Close every pooled connection; errors on close are logged and otherwise ignored."""
@@ -71,18 +71,13 @@ class Forwarder:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _url(self, origin: str, path: bytes) -> URL:
-        """The owner's URL for this request's path (cached, when short: an MCP endpoint is one path).
-
-        The query string travels in the signed hop request, not in the URL."""
-        key = (origin, path)
-        url = self._urls.get(key)
+    def _url(self, origin: str) -> URL:
+        """The owner listener's URL (one per peer: nothing a client chose is in it)."""
+        url = self._urls.get(origin)
         if url is None:
-            url = URL(origin + path.decode("latin-1"), encoded=True)
-            if len(path) <= URL_CACHE_PATH_BYTES:
-                if len(self._urls) >= URL_CACHE_SIZE:
-                    self._urls.clear()
-                self._urls[key] = url
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[origin] = URL(origin + HOP_PATH, encoded=True)
         return url
 
     def _session_for(self, address: Address) -> tuple[aiohttp.ClientSession, str]:
@@ -117,7 +112,7 @@ class Forwarder:
         read: list[Message] = [first]
         """What was read of the client's body, for a replay here if nothing reaches the owner."""
         body = first.get("body", b"") if not first.get("more_body", False) else _stream_body(first, receive, read)
-        url = self._url(origin, scope.get("raw_path") or scope["path"].encode())
+        url = self._url(origin)
         # The client's request itself travels in the signed hop headers, made now (its first bytes came).
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in sign()]
         started = time.perf_counter()

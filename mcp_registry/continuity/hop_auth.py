@@ -8,8 +8,8 @@ they verify:
     mcp-registry-hop-request:  <the client's request: scheme, addresses, root path, query, headers>
 
 `tag` is 128 bits of HMAC-SHA256, under a sub-key of the deployment key, over every field, the
-worker id, the receiving listener's boot id (from the session's sealed route), the method, the
-path and the encoded request (`hop_request`, which holds the session id): a hop cannot be moved
+worker id, the receiving listener's boot id (from the session's sealed route), the method and the
+encoded request (`hop_request`: its path, query and headers, the session id among them): a hop cannot be moved
 to another request, nor replayed to another owner. The hop is signed when its request is sent
 (after the client's first body bytes arrived), so a slow upload is as fresh as any other hop.
 A hop is accepted while its time is within `MAX_SKEW_SECONDS` of the owner's clock, and once:
@@ -56,12 +56,10 @@ class HopSigner:
         self._worker = worker_id
         self._sequence = itertools.count(1)
 
-    def headers(
-        self, *, destination: bytes, method: str, path: str, request: bytes, now: float
-    ) -> list[tuple[bytes, bytes]]:
+    def headers(self, *, destination: bytes, method: str, request: bytes, now: float) -> list[tuple[bytes, bytes]]:
         """The hop headers of a request to the owner whose listener's boot id is `destination`."""
         fields = f"{_VERSION}.{self._boot}.{next(self._sequence)}.{int(now * 1000)}"
-        tag = _tag(self._key, fields, self._worker, destination.hex(), method, path, request)
+        tag = _tag(self._key, fields, self._worker, destination.hex(), method, request)
         return [
             (HOP_HEADER, f"{fields}.{tag}".encode()),
             (HOP_WORKER_HEADER, self._worker.encode("ascii")),
@@ -90,8 +88,7 @@ class HopVerifier:
         self._key = derive(self.key, "continuity/hop")
 
     def verify(
-        self, header: bytes | None, worker: bytes | None, request: bytes | None, *, method: str, path: str,
-        now: float,
+        self, header: bytes | None, worker: bytes | None, request: bytes | None, *, method: str, now: float
     ) -> str | Refusal:
         """The sender's worker id if the hop verifies and was not seen before, else why not. Never raises."""
         if header is None or worker is None or request is None:
@@ -100,7 +97,7 @@ class HopVerifier:
         if parsed is None:
             return Refusal.MALFORMED
         fields, boot, sequence, sent_at, tag, sender = parsed
-        expected = _tag(self._key, fields, sender, self.boot.hex(), method, path, request)
+        expected = _tag(self._key, fields, sender, self.boot.hex(), method, request)
         if not hmac.compare_digest(tag.encode(), expected.encode()):
             return Refusal.BAD_TAG
         if abs(now - sent_at) > MAX_SKEW_SECONDS:
@@ -156,7 +153,7 @@ def _parse(header: bytes, worker: bytes) -> tuple[str, str, int, float, str, str
     return fields, boot, sequence, int(millis) / 1000, tag, worker.decode("ascii")
 
 
-def _tag(key: bytes, fields: str, worker: str, destination: str, method: str, path: str, request: bytes) -> str:
-    text = "\x00".join((fields, worker, destination, method, path)).encode("utf-8", "surrogateescape")
+def _tag(key: bytes, fields: str, worker: str, destination: str, method: str, request: bytes) -> str:
+    text = "\x00".join((fields, worker, destination, method)).encode("utf-8", "surrogateescape")
     digest = hmac.digest(key, text + b"\x00" + request, "sha256")[:_TAG_BYTES]
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

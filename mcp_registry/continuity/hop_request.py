@@ -1,8 +1,9 @@
 """What a hop carries of the client's request, so that its owner serves the request the client sent. Pure.
 
 The forwarding worker encodes, from the ASGI scope it received, everything an application may read
-that the hop itself would change: the scheme, the client's and the server's addresses, the root
-path, the query string and every header byte for byte (in order, repeats kept). The owner's
+that the hop itself would change: the path, the query string, the scheme, the client's and the
+server's addresses, the root path and every header byte for byte (in order, repeats kept). The hop's
+own HTTP request goes to a fixed path; nothing a client chose is in its URL. The owner's
 listener puts them back into the scope it hands the application. The encoding is one header value
 (`mcp-registry-hop-request`): JSON, ASCII only (bytes travel as latin-1 code points, escaped), and
 the hop's tag covers it, so nothing in it can be changed or made up on the way.
@@ -24,6 +25,8 @@ _VERSION: Final = 1
 
 @dataclass(frozen=True, slots=True)
 class HopRequest:
+    path: str
+    raw_path: bytes | None
     scheme: str
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
@@ -35,6 +38,8 @@ class HopRequest:
         """The owner's scope: the listener's, with the client's request put back."""
         return {
             **scope,
+            "path": self.path,
+            "raw_path": self.raw_path,
             "scheme": self.scheme,
             "client": self.client,
             "server": self.server,
@@ -47,8 +52,11 @@ class HopRequest:
 def encode(scope: Scope, *, drop: frozenset[bytes] = frozenset()) -> bytes:
     """The hop's encoding of the request in `scope`, without the headers named in `drop` (lower case)."""
     client, server = scope.get("client"), scope.get("server")
+    raw_path = scope.get("raw_path")
     document = {
         "v": _VERSION,
+        "path": scope["path"],
+        "raw_path": raw_path.decode("latin-1") if raw_path is not None else None,
         "scheme": scope.get("scheme", "http"),
         "client": list(client) if client else None,
         "server": list(server) if server else None,
@@ -75,7 +83,10 @@ def decode(raw: bytes) -> HopRequest | None:
 
 
 def _parse(document: dict[str, Any]) -> HopRequest | None:
+    path, raw_path = document.get("path"), document.get("raw_path")
     scheme, root_path, query = document.get("scheme"), document.get("root_path"), document.get("query")
+    if not isinstance(path, str) or not (raw_path is None or isinstance(raw_path, str)):
+        return None
     client, server, headers = document.get("client"), document.get("server"), document.get("headers")
     if not (isinstance(scheme, str) and isinstance(root_path, str) and isinstance(query, str)):
         return None
@@ -84,6 +95,8 @@ def _parse(document: dict[str, Any]) -> HopRequest | None:
     ):
         return None
     return HopRequest(
+        path=path,
+        raw_path=raw_path.encode("latin-1") if raw_path is not None else None,
         scheme=scheme,
         client=_client(client),
         server=_server(server),

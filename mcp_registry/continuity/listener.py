@@ -95,9 +95,7 @@ class HopListener:
                 worker = value
             elif name == hop_request.HOP_REQUEST_HEADER:
                 request = value
-        verdict = self._verifier.verify(
-            hop, worker, request, method=scope["method"], path=scope["path"], now=time.time()
-        )
+        verdict = self._verifier.verify(hop, worker, request, method=scope["method"], now=time.time())
         carried = hop_request.decode(request) if request is not None and not isinstance(verdict, Refusal) else None
         if isinstance(verdict, Refusal) or carried is None:
             refusal = verdict if isinstance(verdict, Refusal) else Refusal.MALFORMED

@@ -136,8 +136,7 @@ class ContinuityNode:
         def sign() -> list[tuple[bytes, bytes]]:
             # When the request is sent: after the client's first body bytes, however slowly they came.
             request = hop_request.encode(scope, drop=_INTERNAL_HEADERS)
-            return self._signer.headers(
-                destination=route.boot, method=scope["method"], path=scope["path"], request=request, now=time.time()
-            )
+            now = time.time()
+            return self._signer.headers(destination=route.boot, method=scope["method"], request=request, now=now)
 
         return self._forwarder.forward(address, scope, receive, send, sign)

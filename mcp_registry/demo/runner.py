@@ -96,7 +96,7 @@ def _run(
                 return EXIT_FAILED
             status.print(f"Redis: {redact(url)}, keys under prefix {prefix!r}")
 
-        key = secrets.token_hex(24)  # the deployment's shared key, for this run only
+        key = secrets.token_urlsafe(32)  # the deployment's shared key, for this run only
         phases: list[Phase] = []
         for continuity in PHASES:
             phase = _run_phase(continuity, workers, clients, duration / len(PHASES), _worker_env(url, prefix, key),

@@ -6,6 +6,8 @@ there, gone, or the id was forged — with the in-memory OpenTelemetry exporter 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,11 +20,13 @@ import httpx
 import pytest
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from pydantic import AnyHttpUrl
+from starlette.requests import Request
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
 from mcp_registry.config import Continuity
+from mcp_registry.continuity.sealed_id import Route
 from mcp_registry.telemetry import (
     ATTR_ACTION,
     ATTR_END_REASON,
@@ -87,11 +91,32 @@ class Worker:
         def add(a: int, b: int) -> int:
             return a + b
 
+        @server.tool()
+        def seen(ctx: Context) -> str:
+            """What the application sees of the request that called it."""
+            request = ctx.request_context.request
+            assert isinstance(request, Request)
+            return json.dumps({
+                "worker": name, "client": list(request.client) if request.client else None,
+                "scheme": request.url.scheme, "pool": getattr(request.state, "pool", None),
+                "label": [v.hex() for n, v in request.scope["headers"] if n == b"x-label"],
+                "query": request.scope["query_string"].decode("latin-1"),
+            })  # fmt: skip
+
         self.name = name
         self.calls = calls
         self.telemetry: CapturedTelemetry = capture_telemetry()
+        inner = server.streamable_http_app(json_response=True)
+        opening = inner.router.lifespan_context
+
+        @asynccontextmanager
+        async def with_a_pool(app: Any) -> AsyncIterator[dict[str, str]]:
+            async with opening(app):
+                yield {"pool": f"pool-of-{name}"}  # the app's lifespan state, as `request.state.pool`
+
+        inner.router.lifespan_context = with_a_pool
         self.app = SessionRegistryMiddleware(
-            server.streamable_http_app(json_response=True),
+            inner,
             session_manager=server.session_manager,
             config=RegistryConfig(
                 worker_id=name, hash_key=KEY, continuity=Continuity.FORWARD,
@@ -102,10 +127,13 @@ class Worker:
         )
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def running(
+        self, client_address: tuple[str, int] = ("127.0.0.1", 123), scheme: str = "http"
+    ) -> AsyncIterator[httpx.AsyncClient]:
         async with lifespan(self.app):
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=10) as client:
+            transport = httpx.ASGITransport(app=self.app, client=client_address)
+            base_url = f"{scheme}://127.0.0.1:8000"
+            async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10) as client:
                 yield client
 
 
@@ -351,3 +379,74 @@ async def test_a_listen_address_that_cannot_be_bound_fails_start_up_naming_the_v
         with pytest.raises(RuntimeError, match=r"MCP_SESSION_FORWARD_LISTEN: cannot listen on 127\.0\.0\.1:"):
             async with worker.running():
                 pass
+
+
+# --- hop hardening (issue 20) ------------------------------------------------------------------------
+async def test_the_owner_sees_the_request_the_client_sent() -> None:
+    """Finding 5: the owner's app saw a rebuilt request (no lifespan state, the forwarder's address, its
+    scheme); finding 7: header bytes outside ASCII changed on the way (latin-1 arrived as UTF-8)."""
+    a, b = Worker("worker-a"), Worker("worker-b")
+    async with AsyncExitStack() as stack:
+        client_a = await stack.enter_async_context(a.running())
+        client_b = await stack.enter_async_context(b.running(client_address=("203.0.113.7", 4242), scheme="https"))
+        session_id = await open_session(client_a)
+        headers = [(k.encode(), v.encode()) for k, v in session_headers(session_id).items()]
+        headers.append((b"x-label", "caf\u00e9".encode("latin-1")))
+
+        response = await client_b.post("/mcp?trace=on&x=%C3%A9", json=tool_call("seen", {}), headers=headers)
+
+    assert response.status_code == 200
+    seen = json.loads(response.json()["result"]["content"][0]["text"])
+    assert seen == {
+        "worker": "worker-a",  # served by the owner, after a hop
+        "client": ["203.0.113.7", 4242],  # the client's address, not the forwarding worker's
+        "scheme": "https",
+        "pool": "pool-of-worker-a",  # the owner app's own lifespan state
+        "label": ["636166e9"],  # b"caf\xe9", byte for byte
+        "query": "trace=on&x=%C3%A9",
+    }
+
+
+async def test_a_route_outside_the_peers_is_fabricated_and_never_dialled() -> None:
+    """Finding 1: with the deployment key, a client sealed any address and a worker dialled it."""
+    stranger_dialled: list[object] = []
+
+    async def stranger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stranger_dialled.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    server = await asyncio.start_server(stranger, "127.0.0.3", 0)
+    port = server.sockets[0].getsockname()[1]
+    a = Worker("worker-a", forward_listen="127.0.0.2:0", forward_peers="127.0.0.2/32")
+    try:
+        async with a.running() as client_a:
+            assert a.app.continuity is not None
+            assert a.app.continuity.route is not None
+            # What a client holding the key could make: a valid seal naming a stranger's address.
+            sdk_id = (await open_session(client_a)).split(".")[0]
+            route = Route(f"127.0.0.3:{port}", b"\x07" * 8)
+            forged = a.app.continuity.sealer.seal(sdk_id + "0", route)
+
+            response = await whoami(client_a, forged)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert response.status_code == 404
+    assert stranger_dialled == []
+    [span] = a.telemetry.spans()
+    assert dict(span.attributes or {})[ATTR_STATUS] == "fabricated"
+    assert dict(span.attributes or {})[ATTR_ACTION] == "reject"
+
+
+async def test_a_404_from_the_owner_s_router_is_never_counted_as_served() -> None:
+    """Finding 6: with the path set explicitly, the owner's router answered 404 while metrics said served."""
+    async with running_pair() as (_, client_a, b, client_b):
+        session_id = await open_session(client_a)
+        b.app.paths = frozenset({"/mcp", "/elsewhere"})  # an operator's MCP_SESSION_REGISTRY_PATH
+
+        response = await client_b.post("/elsewhere", json=tool_call("whoami", {}), headers=session_headers(session_id))
+
+    assert response.status_code == 404
+    assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="not_routed") == 1
+    assert b.telemetry.metric_total(METRIC_REUSE) == 0

@@ -174,14 +174,16 @@ def test_the_internal_listener_refuses_requests_that_were_not_forwarded(redis_se
         wrong = HopSigner(b"pB4n1UQ8F0a7w2xR9eV3kJmZ5tYcHdLsGqNiAoXuWjE", boot=b"\x02" * 8, worker_id="test-forwarder")
 
         def request_of(sid: str) -> bytes:
-            scope = {"headers": [(k.encode(), v.encode()) for k, v in session_headers(sid).items()], "scheme": "http"}
+            headers = [(b"host", f"127.0.0.2:{host.port}".encode())]
+            headers += [(k.encode(), v.encode()) for k, v in session_headers(sid).items()]
+            scope = {"path": "/mcp", "headers": headers, "scheme": "http"}
             return hop_request.encode(scope)
 
         Headers = list[tuple[bytes, bytes]]
 
         def hop(sid: str, *, by: HopSigner = signer, to: bytes = route.boot, ago: float = 0.0) -> Headers:
             request = request_of(sid)
-            return by.headers(destination=to, method="POST", path="/mcp", request=request, now=time.time() - ago)
+            return by.headers(destination=to, method="POST", request=request, now=time.time() - ago)
 
         valid = hop(session_id)
         assert post([]) == 401, "a request with no hop at all"

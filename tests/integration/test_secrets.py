@@ -327,7 +327,7 @@ def test_one_agreed_key_gives_the_same_id_hash_on_every_worker(
 def test_an_operator_key_is_used_and_never_written_to_redis(
     redis_server: RedisServer, worker_cluster: StartCluster, receiver: OtlpReceiver
 ) -> None:
-    operator_key = f"operator-key-{secrets.token_hex(16)}"
+    operator_key = secrets.token_urlsafe(32)
     env = registry_env(redis_server.url, **tracing_env(receiver), **{ENV_HASH_KEY: operator_key})
     workers = start_workers(worker_cluster, 2, env)
     known = drive_known_traffic(workers.urls)
