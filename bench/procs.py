@@ -170,13 +170,14 @@ class RedisServer:
 
 @dataclass
 class Uvicorn:
-    """`python -m uvicorn bench.apps:<app>` with uvloop and httptools, one or more workers."""
+    """`python -m uvicorn bench.apps:<app>` with uvloop (or `loop="asyncio"`) and httptools, one or more workers."""
 
     app: str
     workers: int
     env: Mapping[str, str]
     workdir: Path
     cpus: Sequence[int] | None = None
+    loop: str = "uvloop"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -192,7 +193,7 @@ class Uvicorn:
         command = [
             sys.executable, "-m", "uvicorn", f"bench.apps:{self.app}",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "info",
+            "--loop", self.loop, "--http", "httptools", "--no-access-log", "--log-level", "info",
         ]
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SESSION_")}
         env = {**inherited, **self.env, "PYTHONPATH": str(REPO_ROOT)}

@@ -127,6 +127,7 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     assert [row[0] for row in hop_table[1:]] == [
         "pinned to the owner", "hopped over a Unix socket (same host, the default)",
         "hopped over TCP loopback (as between hosts)", "pinned again (A/A control)",
+        "plain asyncio loop: pinned to the owner", "plain asyncio loop: hopped over TCP loopback",
     ]
     for row in hop_table[1:]:
         assert all(math.isfinite(x) and x > 0 for x in _numbers(row[1:]))
