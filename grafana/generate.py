@@ -355,7 +355,8 @@ def continuity_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
         "owner_gone: the owner's listener is not there (killed, scaled down, restarted) — the client got 404 and "
         "starts over; session_gone: the owner no longer holds the session; timeout: no response headers within "
         "MCP_SESSION_FORWARD_TIMEOUT (504); refused: the owner's listener refused the hop (clocks more than "
-        "30 s apart); broken: the connection failed mid-answer.",
+        "30 s apart); broken: the connection failed mid-answer; not_routed: the owner's app has no route for the "
+        "path (its 404 was passed on).",
         promql("A", f"sum by ({FORWARD_FAILURE}) ({rate(FORWARD_FAILURES)})", "{{" + FORWARD_FAILURE + "}}"),
         unit="reqps",
         stacked=True,
