@@ -53,7 +53,7 @@ def frameworks(session: nox.Session, line: str) -> None:
     session.install(".[otel]", *TEST_DEPS)
     after = _installed(session, "mcp")
     if after != before:
-        session.error(f"installing mcp-registry moved mcp from {before} to {after} under {requirement}")
+        session.error(f"installing mcp-session-continuity moved mcp from {before} to {after} under {requirement}")
     session.log(f"{line}: mcp {after}" + (f", fastmcp {_installed(session, 'fastmcp')}" if "fastmcp" in line else ""))
     session.run(
         "pytest", "-q", "-p", "no:cacheprovider", "tests/frameworks", *extra, *session.posargs,
@@ -81,7 +81,7 @@ def litellm(session: nox.Session) -> None:
     session.install(".[otel,cli]", *TEST_DEPS)
     after = _installed(session, "mcp")
     if after != before:
-        session.error(f"installing mcp-registry moved mcp from {before} to {after} beside LiteLLM")
+        session.error(f"installing mcp-session-continuity moved mcp from {before} to {after} beside LiteLLM")
     session.run(
         "pytest", "-q", "-p", "no:cacheprovider", "tests/frameworks", *session.posargs,
         env={"MCP_REGISTRY_FRAMEWORKS": "mcp2-mcpserver,litellm", "CI": os.environ.get("CI", "")},

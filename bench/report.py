@@ -19,7 +19,7 @@ from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
 from bench.sidebyside import BARE, CONTINUITY, CONTROL, OFF, ON, PASSTHROUGH, SideBySide, Summary
 
-PACKAGES: Final = ("mcp", "mcp-registry", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
+PACKAGES: Final = ("mcp", "mcp-session-continuity", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
 MODE_LABELS: Final = {
     "stateful": "stateful legacy `tools/call` on the connection's own session",
     "stateless": "stateless legacy `tools/call`",

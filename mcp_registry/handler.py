@@ -198,6 +198,6 @@ def _continuity_node(config: RegistryConfig, runtime: WorkerRuntime) -> Continui
     except ImportError as exc:
         raise ConfigError(
             f"{ENV_CONTINUITY}=forward needs the continuity extra ({exc.name} is missing): "
-            "pip install 'mcp-registry[continuity]'"
+            "pip install 'mcp-session-continuity[continuity]'"
         ) from None
     return ContinuityNode(config, runtime.stats, runtime.telemetry)

@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     if missing:
         print(
             f"mcp-registry demo: needs the demo's extra ({', '.join(missing)} missing): "
-            "pip install 'mcp-registry[cli]'",
+            "pip install 'mcp-session-continuity[cli]'",
             file=sys.stderr,
         )
         return 1
