@@ -65,6 +65,7 @@ BATCH_SIZE_COUNT: Final = "mcp_registry_writer_batch_size_count"
 FORWARD_FAILURES: Final = "mcp_registry_forward_failures_total"
 FORWARD_SERVED: Final = "mcp_registry_forward_served_total"
 FORWARD_REFUSED: Final = "mcp_registry_forward_refused_total"
+CLIENT_REQUESTS: Final = "mcp_registry_client_requests_total"
 
 WORKER: Final = "mcp_registry_worker_id"
 ORIGIN: Final = "mcp_registry_session_origin_worker"
@@ -72,6 +73,8 @@ STATUS: Final = "mcp_registry_session_status"
 LEGITIMATE: Final = "mcp_registry_session_legitimate"
 ACTION: Final = "mcp_registry_session_action"
 ERA: Final = "mcp_registry_protocol_era"
+CLIENT_NAME: Final = "mcp_registry_client_name"
+CLIENT_VERSION: Final = "mcp_registry_client_version"
 END_REASON: Final = "mcp_registry_session_end_reason"
 DROP_REASON: Final = "mcp_registry_drop_reason"
 FORWARD_FAILURE: Final = "mcp_registry_forward_failure"
@@ -452,6 +455,19 @@ def eras_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel | piechart.P
         "Requests per second by era, all workers. Watch the legacy line go to zero before switching "
         "the deployment to stateless.",
         promql("A", f"sum by ({ERA}) ({rate(REQUESTS)})", "{{" + ERA + "}}"),
+        unit="reqps",
+        stacked=True,
+    )
+    yield graph(
+        "Clients still on sessions",
+        "Requests per second of each client that still speaks a session-based revision (name and version "
+        "from its initialize; at most 256 per worker, the rest as other). When every line is gone the "
+        "stateful path can be switched off; `mcp-registry audit` lists them with sessions lost and last seen.",
+        promql(
+            "A",
+            f"sum by ({CLIENT_NAME}, {CLIENT_VERSION}) ({rate(CLIENT_REQUESTS, LEGACY)})",
+            "{{" + CLIENT_NAME + "}} {{" + CLIENT_VERSION + "}}",
+        ),
         unit="reqps",
         stacked=True,
     )

@@ -167,6 +167,21 @@ def decide(request: Request, *, is_initialize: bool = False) -> Action:
     return Action.REJECT
 
 
+USER_AGENT_HEADER: Final = b"user-agent"
+UNKNOWN_CLIENT: Final = ("unknown", "unknown")
+
+
+def user_agent_product(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """The first product of the `User-Agent` (`name/version`, RFC 9110 §10.1.5): who a sessionless
+    request came from, without reading its body. Untrusted text; `("unknown", "unknown")` if none."""
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == USER_AGENT_HEADER:
+            product = value.split(b" ", 1)[0].decode("latin-1")
+            product_name, _, version = product.partition("/")
+            return (product_name or "unknown", version or "unknown")
+    return UNKNOWN_CLIENT
+
+
 def strip_session_header(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The headers without any `mcp-session-id`, whatever the case of its name."""
     return [(name, value) for name, value in headers if name.lower() != SESSION_HEADER]

@@ -25,9 +25,10 @@ from mcp_registry import _redact
 from mcp_registry._sdk import HANDSHAKE_PROTOCOL_VERSIONS, ManagerView, endpoint_paths, find_holder, holder_of
 from mcp_registry.binding import ManagerBinding
 from mcp_registry.config import Continuity, RegistryConfig
-from mcp_registry.decision import IdState, interpret, scan_headers
+from mcp_registry.decision import IdState, interpret, scan_headers, user_agent_product
 from mcp_registry.env import ENV_CONTINUITY, ConfigError
 from mcp_registry.lifespan import serve_lifespan
+from mcp_registry.outcomes import Era
 from mcp_registry.paths.asgi import acknowledge_delete
 from mcp_registry.paths.opening import OpeningPath
 from mcp_registry.paths.own import OwnSessionPath
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from mcp_registry.continuity.owner import OwnerSide
 
 _HANDSHAKE_VERSIONS: Final = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
+MODERN: Final = Era.MODERN.value
 
 
 class SessionRegistryMiddleware:
@@ -79,6 +81,7 @@ class SessionRegistryMiddleware:
         # Read on every request: plain attributes, no lookups through config or runtime.
         self._live = unbound.live
         self._stats = self.runtime.stats
+        self._session_requests = self._stats.session_requests
         self._trace_local = self.config.trace_local
         self.paths: frozenset[str] | None = (
             frozenset(self.config.paths) if self.config.paths else endpoint_paths(app, holder)
@@ -148,8 +151,10 @@ class SessionRegistryMiddleware:
         raw, version = scan_headers(scope["headers"])
         stats = self._stats
         if version is not None and version not in _HANDSHAKE_VERSIONS:
-            # 2026-07-28 and later: the SDK's sessionless path; session ids play no part.
+            # 2026-07-28 and later: the SDK's sessionless path; session ids play no part. The client is
+            # its User-Agent product (no body read).
             stats.modern_requests += 1
+            stats.count_client(stats.client_requests, (MODERN, *user_agent_product(scope["headers"])))
             await self.app(scope, receive, send)
             return
         stats.legacy_requests += 1
@@ -157,6 +162,8 @@ class SessionRegistryMiddleware:
             session_id = raw.decode("latin-1")
             if session_id in self._live:  # one of this worker's own sessions: the SDK issued it, it is valid
                 stats.local_requests += 1
+                per_session = self._session_requests  # folded into per-client counts every second
+                per_session[session_id] = per_session.get(session_id, 0) + 1
                 current = trace.get_current_span()
                 if current.is_recording():
                     self._own.annotate(current, session_id)

@@ -180,6 +180,12 @@ OWNER_GONE_OUTCOME: tuple[Status, EndReason] = (Status.EXPIRED, EndReason.WORKER
 """A forwarded id whose owner is gone before anything reached it: expired, its session lost with its worker."""
 
 
+def is_lost(status: Status, action: Action) -> bool:
+    """Whether a client lost a session here: it got the 404 for an id the deployment issued and still
+    knows (ended, or live on a worker that cannot serve it here). The migration view counts these."""
+    return action is Action.REJECT and status in (Status.EXPIRED, Status.CROSS_WORKER)
+
+
 def classify_without_id(*, method: str, response_status: int | None, is_initialize: bool) -> Status | None:
     """A request with no id on a stateful worker: `missing` when it could only be served with one.
 

@@ -20,7 +20,8 @@ from opentelemetry.trace import Span
 
 from mcp_registry._sdk import ManagerView
 from mcp_registry.config import RegistryConfig
-from mcp_registry.outcomes import Action, EndReason, Status
+from mcp_registry.decision import UNKNOWN_CLIENT
+from mcp_registry.outcomes import Action, EndReason, Era, Status, is_lost
 from mcp_registry.registry.events import Answer, ClientInfo, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
 from mcp_registry.registry.writer import RegistryWriter
@@ -38,12 +39,14 @@ DRAIN_SECONDS: Final = 5.0
 def answer_on(span: Span, action: Action, stats: RequestStats, *, raw_id: str | None) -> Answer:
     """How a stale id's classification reaches the request's side: its span (then ended) and the counts."""
 
-    def answer(status: Status, id_hash: str | None, origin: str | None) -> None:
+    def answer(status: Status, id_hash: str | None, origin: str | None, client: tuple[str, str] | None) -> None:
         annotate(span, status=status, id_hash=id_hash, origin=origin, raw_id=raw_id)
         span.end()
         stats.lookups[(status, action)] += 1
         if status is Status.CROSS_WORKER and origin is not None:
             stats.reuse[origin] += 1
+        if is_lost(status, action):
+            stats.count_client(stats.client_lost, client or UNKNOWN_CLIENT)
 
     return answer
 
@@ -85,7 +88,7 @@ class WorkerRuntime:
 
     # --- called from the request path --------------------------------------------------------
     def opened(self, session_id: str, client: ClientInfo) -> None:
-        session = self.book.opened(session_id)
+        session = self.book.opened(session_id, (client.name, client.version))
         self.telemetry.session_created()
         if self.writer is not None:
             self.writer.submit(SessionOpened(session_id, session.created_at, client))
@@ -103,15 +106,30 @@ class WorkerRuntime:
         raw = session_id if session_id is not None and self.config.record_raw_id else None
         answer = answer_on(span, action, self.stats, raw_id=raw)
         if session_id is None:
-            answer(Status.MALFORMED, None, None)
+            answer(Status.MALFORMED, None, None, None)
         elif known is not None:
-            answer(known, self.hasher.hash(session_id), None)
+            answer(known, self.hasher.hash(session_id), None, None)
         elif self.writer is not None and self.started:
             self.writer.submit(StaleSeen(session_id, action, answer, time.monotonic(), time.time()))
         else:
-            answer(Status.UNVERIFIED, self.hasher.hash(session_id), None)
+            answer(Status.UNVERIFIED, self.hasher.hash(session_id), None, None)
+
+    def fold_client_counts(self) -> None:
+        """Move the per-session request counts into the per-client ones (every second, off the hot path)."""
+        stats = self.stats
+        for session_id in list(stats.session_requests):
+            session = self.book.get(session_id)
+            self._fold(session_id, session.client if session is not None else UNKNOWN_CLIENT)
+
+    def _fold(self, session_id: str, client: tuple[str, str]) -> None:
+        stats = self.stats
+        if requests := stats.session_requests.pop(session_id, 0):
+            stats.count_client(stats.client_requests, (Era.LEGACY.value, *client), requests)
+        if hops := stats.session_hops.pop(session_id, 0):
+            stats.count_client(stats.client_hops, client, hops)
 
     def _ended(self, session: OwnedSession, reason: EndReason) -> None:
+        self._fold(session.session_id, session.client)
         lifetime = self.book.lifetime(session)
         self.telemetry.session_ended(reason, lifetime)
         if self.writer is not None:
@@ -156,5 +174,6 @@ class WorkerRuntime:
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(SWEEP_SECONDS)
+            self.fold_client_counts()
             for session in self.book.sweep():
                 self._ended(session, EndReason.IDLE)

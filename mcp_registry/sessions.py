@@ -20,6 +20,8 @@ class OwnedSession:
     """Wall-clock time of creation (epoch seconds)."""
     started: float
     """Monotonic time of creation, for the lifetime."""
+    client: tuple[str, str] = ("unknown", "unknown")
+    """Who opened it: name and version from its `initialize` (untrusted text)."""
 
 
 class SessionBook:
@@ -52,8 +54,8 @@ class SessionBook:
     def get(self, session_id: str) -> OwnedSession | None:
         return self._owned.get(session_id)
 
-    def opened(self, session_id: str) -> OwnedSession:
-        session = OwnedSession(session_id, self._wall(), self._monotonic())
+    def opened(self, session_id: str, client: tuple[str, str] = ("unknown", "unknown")) -> OwnedSession:
+        session = OwnedSession(session_id, self._wall(), self._monotonic(), client)
         self._owned[session_id] = session
         return session
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -38,6 +38,8 @@ ATTR_OPERATION: Final = "mcp_registry.redis.operation"
 ATTR_FORWARD_FAILURE: Final = "mcp_registry.forward.failure"
 ATTR_FORWARD_REFUSAL: Final = "mcp_registry.forward.refusal"
 ATTR_FORWARDED_BY: Final = "mcp_registry.forward.from_worker"
+ATTR_CLIENT_NAME: Final = "mcp_registry.client.name"
+ATTR_CLIENT_VERSION: Final = "mcp_registry.client.version"
 ATTR_HOP_SECONDS: Final = "mcp_registry.forward.headers_seconds"
 # OpenTelemetry semantic conventions (reused, not invented):
 ATTR_RAW_SESSION_ID: Final = "mcp.session.id"
@@ -60,7 +62,11 @@ METRIC_BATCH_SIZE: Final = "mcp_registry.writer.batch_size"
 METRIC_FORWARD_FAILURES: Final = "mcp_registry.forward.failures"
 METRIC_FORWARD_SERVED: Final = "mcp_registry.forward.served"
 METRIC_FORWARD_REFUSED: Final = "mcp_registry.forward.refused"
+METRIC_CLIENT_REQUESTS: Final = "mcp_registry.client.requests"
+METRIC_CLIENT_LOST: Final = "mcp_registry.client.sessions_lost"
 
+CLIENT_LABELS: Final = 256
+"""Distinct clients a worker counts requests of; the rest count as `other` (client names are untrusted)."""
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
 REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap")
@@ -92,6 +98,24 @@ class RequestStats:
     """Forwarded requests this worker served as the owner, by forwarding worker."""
     hop_refusals: Counter[str] = field(default_factory=Counter)
     """Requests the internal listener refused, by `Refusal`."""
+    # --- the migration view: who still needs sessions, per client --------------------------------
+    session_requests: dict[str, int] = field(default_factory=dict)
+    """Requests per own session since the last fold (the hot path adds 1; the runtime folds them into
+    `client_requests` every second and when the session ends)."""
+    session_hops: dict[str, int] = field(default_factory=dict)
+    """Of those, requests another worker forwarded here (folded into `client_hops`)."""
+    client_requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Requests by (era, client name, client version): a legacy session's on its owner, a sessionless
+    client's by its User-Agent product. Bounded: past `CLIENT_LABELS` clients the rest are `other`."""
+    client_hops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    client_lost: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Sessions lost by client: a 404 to an id the registry knows (ended, or live on another worker)."""
+
+    def count_client(self, counter: Counter[Any], key: Any, count: int = 1) -> None:
+        """Add to a per-client counter, folding clients past `CLIENT_LABELS` into `other` (names are untrusted)."""
+        if key not in counter and len(counter) >= CLIENT_LABELS - 1:  # one place kept for `other`
+            key = (*key[:-2], "other", "other")
+        counter[key] += count
 
     @property
     def requests(self) -> Counter[Era]:
@@ -185,6 +209,15 @@ class Telemetry:
             description="Forwarded requests this worker served as the session's owner, by forwarding worker.",
         )
         meter.create_observable_counter(
+            METRIC_CLIENT_REQUESTS, [self._observe_client_requests], unit="{request}",
+            description="Requests by client and protocol era (legacy: on a session, by the client's initialize; "
+            "modern: by its User-Agent product): who still needs sessions.",
+        )
+        meter.create_observable_counter(
+            METRIC_CLIENT_LOST, [self._observe_client_lost], unit="{session}",
+            description="Sessions lost by client: a 404 to an id the registry knows (ended, or live elsewhere).",
+        )
+        meter.create_observable_counter(
             METRIC_FORWARD_REFUSED, [self._observe_refusals], unit="{request}",
             description="Requests the internal listener refused (not forwarded by a worker of the deployment).",
         )
@@ -208,6 +241,15 @@ class Telemetry:
     def _observe_served_for(self, _: CallbackOptions) -> Iterable[Observation]:
         for sender, count in self.stats.served_for.items():
             yield Observation(count, {**self._worker_attr, ATTR_FORWARDED_BY: sender})
+
+    def _observe_client_requests(self, _: CallbackOptions) -> Iterable[Observation]:
+        for (era, name, version), count in list(self.stats.client_requests.items()):
+            yield Observation(count, {**self._worker_attr, ATTR_ERA: era, ATTR_CLIENT_NAME: name,
+                                      ATTR_CLIENT_VERSION: version})  # fmt: skip
+
+    def _observe_client_lost(self, _: CallbackOptions) -> Iterable[Observation]:
+        for (name, version), count in list(self.stats.client_lost.items()):
+            yield Observation(count, {**self._worker_attr, ATTR_CLIENT_NAME: name, ATTR_CLIENT_VERSION: version})
 
     def _observe_refusals(self, _: CallbackOptions) -> Iterable[Observation]:
         for reason, count in self.stats.hop_refusals.items():

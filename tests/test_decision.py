@@ -27,6 +27,7 @@ from mcp_registry.decision import (
     needs_body,
     read_session_header,
     strip_session_header,
+    user_agent_product,
 )
 from mcp_registry.outcomes import Action, StalePolicy
 
@@ -633,3 +634,19 @@ def test_every_body_the_sdk_takes_for_initialize_is_recognised(raw: bytes) -> No
     # Missing one means a stale id on an `initialize` gets the SDK's 404 instead of a new session.
     assert sdk_sees_initialize(raw)
     assert is_initialize_body(raw)
+
+
+@pytest.mark.parametrize(
+    ("headers", "product"),
+    [
+        ([(b"user-agent", b"claude-code/2.1.4 (linux; x64) node/22")], ("claude-code", "2.1.4")),
+        ([(b"User-Agent", b"python-httpx/0.28.1")], ("python-httpx", "0.28.1")),
+        ([(b"user-agent", b"curl")], ("curl", "unknown")),
+        ([(b"user-agent", b"/1.0")], ("unknown", "1.0")),
+        ([(b"user-agent", b"")], ("unknown", "unknown")),
+        ([(b"accept", b"*/*")], ("unknown", "unknown")),
+        ([(b"user-agent", "caf\u00e9/\u00e9".encode("latin-1"))], ("caf\u00e9", "\u00e9")),
+    ],
+)
+def test_a_sessionless_client_is_its_user_agent_product(headers: list[tuple[bytes, bytes]], product: object) -> None:
+    assert user_agent_product(headers) == product

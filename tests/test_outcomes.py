@@ -6,6 +6,7 @@ import pytest
 
 from mcp_registry.outcomes import (
     OWNER_GONE_OUTCOME,
+    Action,
     EndReason,
     ForwardFailure,
     Status,
@@ -13,6 +14,7 @@ from mcp_registry.outcomes import (
     classify_sealed,
     classify_stored,
     classify_without_id,
+    is_lost,
 )
 
 SEEN = 1_000.0
@@ -103,3 +105,22 @@ def test_a_request_with_no_id_is_missing_it_only_where_it_needs_one(
     method: str, response_status: int | None, is_initialize: bool, expected: Status | None
 ) -> None:
     assert classify_without_id(method=method, response_status=response_status, is_initialize=is_initialize) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "lost"),
+    [
+        (Status.CROSS_WORKER, Action.REJECT, True),  # live on another worker, 404 here: no continuity
+        (Status.EXPIRED, Action.REJECT, True),  # ended, and the client still uses it
+        (Status.EXPIRED, Action.ACK_DELETE, False),  # a DELETE of it: 200, what the client wanted
+        (Status.CROSS_WORKER, Action.STRIP, False),  # an initialize with it: a fresh session
+        (Status.CROSS_WORKER, Action.FORWARD, False),  # its owner serves it
+        (Status.FABRICATED, Action.REJECT, False),  # nobody's session
+        (Status.UNVERIFIED, Action.REJECT, False),  # nobody could tell
+        (Status.MALFORMED, Action.REJECT, False),
+    ],
+)
+def test_a_session_is_lost_when_its_client_gets_404_for_an_id_the_deployment_knows(
+    status: Status, action: Action, lost: bool
+) -> None:
+    assert is_lost(status, action) is lost

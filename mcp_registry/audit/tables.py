@@ -40,6 +40,7 @@ def render(report: AuditReport, console: Console, *, url: str, prefix: str) -> N
         _reuse_matrix(report),
         _forwarding(report),
         _clients(report),
+        _migration(report),
         _timeline(report, width=console.width),
         _dropped(report),
     ):
@@ -161,6 +162,26 @@ def _clients(report: AuditReport) -> Table:
         table.add_row(f"… {more} more", "", str(sum(c.created for c in report.clients[TOP_CLIENTS:])), "", "")
     if not report.clients:
         table.add_row("no client opened a session in this window", "", "", "", "")
+    return table
+
+
+def _migration(report: AuditReport) -> Table:
+    """Who still needs sessions: per client and era, with the verdict as the table's caption."""
+    migration = report.migration
+    table = _titled("Clients by protocol era (who still needs sessions)", caption=migration.verdict(),
+                    caption_justify="left")  # fmt: skip
+    for column in ("era", "client", "version"):
+        table.add_column(column)
+    for column in ("sessions", "requests", "hopped", "lost"):
+        table.add_column(column, justify="right")
+    table.add_column("last seen (UTC)")
+    for c in migration.clients:
+        era = Text(c.era, "bold yellow" if c.era == "legacy" else "green")
+        lost = Text(str(c.lost), "bold red" if c.lost else "")
+        last = _clock(c.last_seen) if c.last_seen is not None else "—"
+        table.add_row(era, c.name, c.version, str(c.sessions), str(c.requests), str(c.hopped), lost, last)
+    if not migration.clients:
+        table.add_row("", "no client was counted in this window", "", "", "", "", "", "")
     return table
 
 

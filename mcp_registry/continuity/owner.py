@@ -60,6 +60,11 @@ class OwnerSide:
                 message = {**message, "headers": [*message.get("headers", ()), *marks]}
             await send(message)
 
+        if live:
+            assert session_id is not None
+            # A request on this session like any other, and one that hopped (the migration view's counts).
+            for per_session in (self._stats.session_requests, self._stats.session_hops):
+                per_session[session_id] = per_session.get(session_id, 0) + 1
         if live and scope["method"] != "DELETE":
             return self._app(scope, receive, send_marked)
         if live:

@@ -25,7 +25,9 @@ class OwnSessionPath:
         self._binding = binding
 
     async def __call__(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        self._runtime.stats.local_requests += 1
+        stats = self._runtime.stats
+        stats.local_requests += 1
+        stats.session_requests[session_id] = stats.session_requests.get(session_id, 0) + 1
         if self._config.trace_local:
             with self._runtime.telemetry.tracer.start_as_current_span(SPAN_RESOLVE) as span:
                 self.annotate(span, session_id)

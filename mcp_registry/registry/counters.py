@@ -102,4 +102,14 @@ class MinuteCounters:
             fields[key_schema.f_dropped(self._worker, reason)] = count
         for reason, count in stats.forward_failures.items():
             fields[key_schema.f_forward_failed(self._worker, reason)] = count
+        # Two raw names may share a label once sanitised: their counts add up.
+        for (client_era, name, version), count in stats.client_requests.items():
+            field = key_schema.f_client_requests(client_era, name, version)
+            fields[field] = fields.get(field, 0) + count
+        for (name, version), count in stats.client_hops.items():
+            field = key_schema.f_client_hops(name, version)
+            fields[field] = fields.get(field, 0) + count
+        for (name, version), count in stats.client_lost.items():
+            field = key_schema.f_client_lost(name, version)
+            fields[field] = fields.get(field, 0) + count
         return fields

@@ -50,8 +50,9 @@ class SessionClosed:
     ended_at: float
 
 
-Answer = Callable[[Status, str | None, str | None], None]
-"""How a lookup's outcome goes back to the request side: status, the id's keyed hash, its origin worker."""
+Answer = Callable[[Status, str | None, str | None, "tuple[str, str] | None"], None]
+"""How a lookup's outcome goes back to the request side: status, the id's keyed hash, its origin worker,
+and the client (name, version) that opened the session, when the registry knows it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class StaleSeen:
     session_id: str
     action: Action
     answer: Answer
-    """Called once with what the id was (status, keyed hash, origin worker): ends the request's span."""
+    """Called once with what the id was (status, keyed hash, origin worker, client): ends the request's span."""
     seen_at: float
     """Monotonic time the request arrived."""
     seen_wall: float

@@ -6,8 +6,8 @@ what moves together under one hash tag so that Redis Cluster can serve it:
 | key                       | type   | holds                                             | bound        |
 |---------------------------|--------|---------------------------------------------------|--------------|
 | `P:hashkey`               | string | the deployment's id-hash key (agreed once)        | one value    |
-| `P:s:{H}`                 | string | a live session: its origin worker                 | TTL 3×refresh|
-| `P:t:{H}`                 | string | an ended session: `origin|ended-at` (epoch s)     | TTL retention|
+| `P:s:{H}`                 | string | a live session: `origin|client|version`           | TTL 3×refresh|
+| `P:t:{H}`                 | string | an ended session: `origin|ended-at|client|version`| TTL retention|
 | `P:m:<minute>`            | hash   | per-minute counters (fields below)                | TTL retention|
 | `P:workers`               | zset   | worker id → last heartbeat (epoch s)              | pruned       |
 | `P:w:{W}`                 | hash   | `live`, `started`, `heartbeat` of one worker      | TTL retention|
@@ -19,7 +19,11 @@ Per-minute counter fields (all integers, `|`-separated, labels sanitised by `lab
 `created|W`, `ended|W|reason`, `client|name|version`, `lookup|status|action`,
 `reuse|origin|serving`, `requests|era`, `life|le` (lifetime histogram, `le` from
 `LIFETIME_BUCKETS` or `inf`), `life_count`, `life_sum_ms`, `dropped|W|reason`,
-`forward_failed|W|reason` (continuity's hops that no owner served, by `ForwardFailure`).
+`forward_failed|W|reason` (continuity's hops that no owner served, by `ForwardFailure`); per client
+(the migration view): `creq|era|name|version` (requests: a legacy session's on its owner, a sessionless
+client's by its User-Agent product), `chop|name|version` (of those, requests that hopped to the owner),
+`clost|name|version` (sessions lost: a 404 to an id the registry knows). A live-session value and a
+tombstone written before client labels (`origin`, `origin|ended-at`) still read.
 """
 
 from __future__ import annotations
@@ -42,19 +46,36 @@ def label(text: str, limit: int = LABEL_MAX) -> str:
 
 
 
-def tombstone_value(worker: str, ended_at: float) -> str:
-    """`<origin worker>|<end time, epoch seconds>`."""
-    return f"{worker}{SEP}{ended_at:.3f}"
+Client = tuple[str, str]
+"""A client's name and version (from `initialize`, or a User-Agent product token): untrusted, labelled."""
 
 
-def parse_tombstone(value: str) -> tuple[str, float | None]:
-    origin, _, ended = value.rpartition(SEP)
-    if not origin:
-        return value, None
+def live_value(worker: str, client: Client) -> str:
+    """`<origin worker>|<client name>|<client version>`."""
+    return f"{worker}{SEP}{label(client[0])}{SEP}{label(client[1], 32)}"
+
+
+def parse_live(value: str) -> tuple[str, Client | None]:
+    """The origin worker and the client of a live-session value (None: written before client labels)."""
+    parts = value.split(SEP)
+    return (parts[0], (parts[1], parts[2])) if len(parts) == 3 else (value, None)
+
+
+def tombstone_value(worker: str, ended_at: float, client: Client) -> str:
+    """`<origin worker>|<end time, epoch seconds>|<client name>|<client version>`."""
+    return f"{worker}{SEP}{ended_at:.3f}{SEP}{label(client[0])}{SEP}{label(client[1], 32)}"
+
+
+def parse_tombstone(value: str) -> tuple[str, float | None, Client | None]:
+    """The origin, the end time and the client of a tombstone (each None when it does not say)."""
+    parts = value.split(SEP)
+    client = (parts[2], parts[3]) if len(parts) == 4 else None
+    if len(parts) not in (2, 4):
+        return value, None, None
     try:
-        return origin, float(ended)
+        return parts[0], float(parts[1]), client
     except ValueError:
-        return origin, None
+        return parts[0], None, client
 
 
 def minute_of(epoch_seconds: float) -> int:
@@ -120,6 +141,18 @@ def f_lifetime(seconds: float) -> str:
 
 F_LIFE_COUNT: Final = "life_count"
 F_LIFE_SUM_MS: Final = "life_sum_ms"
+
+
+def f_client_requests(era: str, name: str, version: str) -> str:
+    return f"creq|{era}|{label(name)}|{label(version, 32)}"
+
+
+def f_client_hops(name: str, version: str) -> str:
+    return f"chop|{label(name)}|{label(version, 32)}"
+
+
+def f_client_lost(name: str, version: str) -> str:
+    return f"clost|{label(name)}|{label(version, 32)}"
 
 
 def f_dropped(worker: str, reason: str) -> str:

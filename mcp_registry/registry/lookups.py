@@ -20,12 +20,15 @@ CACHE_SIZE: Final = 4096
 CACHE_SECONDS: Final = 2.0
 
 
-def classify(live: object, tomb: object, *, seen_wall: float, worker: str) -> tuple[Status, str | None]:
-    """What an id seen by `worker` at `seen_wall` was, from its live key's and tombstone's values."""
-    origin, ended_at = key_schema.parse_tombstone(tomb) if isinstance(tomb, str) else (None, None)
-    return classify_stored(
-        live if isinstance(live, str) else None, origin, ended_at, seen_wall=seen_wall, worker=worker
-    )
+def classify(
+    live: object, tomb: object, *, seen_wall: float, worker: str
+) -> tuple[Status, str | None, key_schema.Client | None]:
+    """What an id seen by `worker` at `seen_wall` was, from its live key's and tombstone's values: its
+    status, origin worker and client (when the registry knows them)."""
+    owner, live_client = key_schema.parse_live(live) if isinstance(live, str) else (None, None)
+    origin, ended_at, tomb_client = key_schema.parse_tombstone(tomb) if isinstance(tomb, str) else (None, None, None)
+    status, found = classify_stored(owner, origin, ended_at, seen_wall=seen_wall, worker=worker)
+    return status, found, live_client if owner is not None else tomb_client
 
 
 class TokenBucket:

@@ -27,6 +27,7 @@ from mcp_registry.registry.key_schema import (
     KeySchema,
     minute_of,
 )
+from mcp_registry.registry.migration import ClientCounters
 from mcp_registry.registry.report import (
     AuditReport,
     ClientChurn,
@@ -137,6 +138,7 @@ class _Counters:
         self.timeline_ended: Counter[int] = Counter()
         self.timeline_reuse: Counter[int] = Counter()
         self.timeline_status: Counter[tuple[int, str]] = Counter()
+        self.by_client = ClientCounters()
         self.any_field = False
 
     def add(self, minute: int, fields: Mapping[Any, Any]) -> None:
@@ -152,6 +154,13 @@ class _Counters:
                     self.timeline_ended[minute] += value
                 case ["client", name, version]:
                     self.clients[(name, version)] += value
+                    self.by_client.add(minute, "sessions", (Era.LEGACY.value, name, version), value)
+                case ["creq", era, name, version]:
+                    self.by_client.add(minute, "requests", (era, name, version), value)
+                case ["chop", name, version]:
+                    self.by_client.add(minute, "hopped", (Era.LEGACY.value, name, version), value)
+                case ["clost", name, version]:
+                    self.by_client.add(minute, "lost", (Era.LEGACY.value, name, version), value)
                 case ["lookup", status, action]:
                     self.lookups[(status, action)] += value
                     self.timeline_status[(minute, status)] += value
@@ -237,6 +246,9 @@ class _Counters:
                 for m in minutes
             ),
             has_data=self.any_field or bool(heartbeats),
+            migration=self.by_client.migration(
+                legacy_requests=self.eras[Era.LEGACY.value], modern_requests=self.eras[Era.MODERN.value]
+            ),
         )
 
     def _lifetime(self) -> Lifetime:

@@ -6,10 +6,11 @@ the JSON). No I/O here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from mcp_registry.outcomes import Action, ForwardFailure, Status
+from mcp_registry.registry.migration import Migration
 
 _NOT_LEGITIMATE: Final = frozenset(s.value for s in Status if s.legitimate is False)
 _LEGITIMATE: Final = frozenset(s.value for s in Status if s.legitimate)
@@ -111,6 +112,8 @@ class AuditReport:
     timeline: tuple[MinuteStats, ...]
     has_data: bool
     """False when the window holds no counter and no worker: nothing was recorded."""
+    migration: Migration = field(default_factory=Migration)
+    """Which clients still depend on sessions (`registry.migration`)."""
 
     @property
     def worker_ids(self) -> tuple[str, ...]:
@@ -190,6 +193,7 @@ class AuditReport:
             },
             "timeline": [asdict(m) for m in self.timeline],
             "workers": list(self.worker_ids),
+            "migration": self.migration.to_json(),
         }
 
 

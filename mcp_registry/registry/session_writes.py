@@ -23,8 +23,13 @@ from mcp_registry.registry.hasher import IdHasher
 Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
+UNKNOWN_CLIENT: key_schema.Client = ("unknown", "unknown")
+
+
 @dataclass(slots=True)
 class _Written:
+    client: key_schema.Client = UNKNOWN_CLIENT
+    """Who opened it (from its `initialize`): written with the live key and the tombstone."""
     id_hash: str | None = None
     refreshed_at: float = float("-inf")
     """Monotonic time the live key was last written."""
@@ -49,7 +54,7 @@ class SessionWrites:
 
     # --- folding (no I/O) ----------------------------------------------------------------------
     def open(self, event: SessionOpened) -> None:
-        self._written.setdefault(event.session_id, _Written())
+        self._written.setdefault(event.session_id, _Written()).client = (event.client.name, event.client.version)
         self.opened.append(event)
         if len(self.opened) > self._limit:  # the refresh re-asserts live sessions anyway
             self.opened.pop(0)
@@ -76,13 +81,13 @@ class SessionWrites:
         now = self._monotonic()
         for opened in self.opened:
             written = self._written.setdefault(opened.session_id, _Written())
-            commands.append(("set", (self._keys.session(self._hash(opened.session_id, written)), self._worker),
-                             {"ex": self._ttl}))
+            commands.append(self._live_command(opened.session_id, written))
             written.refreshed_at = now
         for closed in self.closed:
-            h = self._hash(closed.session_id, self._written.pop(closed.session_id, _Written()))
+            ended = self._written.pop(closed.session_id, _Written())
+            h = self._hash(closed.session_id, ended)
             commands.append(("delete", (self._keys.session(h),), {}))
-            tombstone = key_schema.tombstone_value(self._worker, closed.ended_at)
+            tombstone = key_schema.tombstone_value(self._worker, closed.ended_at, ended.client)
             commands.append(("set", (self._keys.tombstone(h), tombstone),
                              {"ex": self._retention}))
         return commands
@@ -107,7 +112,11 @@ class SessionWrites:
             if every or written.refreshed_at <= stale_before:
                 due.append((session_id, written))
         self._due = due
-        return [("set", (self._keys.session(self._hash(sid, w)), self._worker), {"ex": self._ttl}) for sid, w in due]
+        return [self._live_command(sid, w) for sid, w in due]
+
+    def _live_command(self, session_id: str, written: _Written) -> Command:
+        value = key_schema.live_value(self._worker, written.client)
+        return ("set", (self._keys.session(self._hash(session_id, written)), value), {"ex": self._ttl})
 
     def refreshed(self, now: float) -> None:
         """The refresh commands reached Redis."""

@@ -310,8 +310,8 @@ class RegistryWriter:
 
     def _classify_and_answer(self, h: str, events: list[StaleSeen], live: object, tomb: object) -> None:
         for event in events:
-            status, origin = classify(live, tomb, seen_wall=event.seen_wall, worker=self._worker)
-            event.answer(status, h, origin)
+            status, origin, client = classify(live, tomb, seen_wall=event.seen_wall, worker=self._worker)
+            event.answer(status, h, origin, client)
 
     async def _write_sessions(self, redis: RegistryRedis) -> None:
         if not self._sessions.opened and not self._sessions.closed:
@@ -387,7 +387,7 @@ class RegistryWriter:
     # --- lookups' outcomes -----------------------------------------------------------------------
     def _finish_unverified(self, events: Iterable[StaleSeen]) -> None:
         for event in events:
-            event.answer(Status.UNVERIFIED, self._hasher.hash(event.session_id), None)
+            event.answer(Status.UNVERIFIED, self._hasher.hash(event.session_id), None, None)
 
     def _drop(self, events: Sequence[Event], reason: DropReason) -> None:
         self._telemetry.dropped(reason, len(events))

@@ -47,10 +47,17 @@ def test_lifetimes_fall_into_their_buckets() -> None:
     assert key_schema.f_lifetime(10**6) == "life|inf"
 
 
-def test_tombstones_carry_origin_and_end_time() -> None:
-    value = key_schema.tombstone_value("host:12", 1700000000.25)
-    assert key_schema.parse_tombstone(value) == ("host:12", 1700000000.25)
-    assert key_schema.parse_tombstone("legacy-value") == ("legacy-value", None)
+def test_tombstones_carry_origin_end_time_and_client() -> None:
+    value = key_schema.tombstone_value("host:12", 1700000000.25, ("claude code", "2.1|x"))
+    assert key_schema.parse_tombstone(value) == ("host:12", 1700000000.25, ("claude_code", "2.1_x"))
+    assert key_schema.parse_tombstone("host:12|1700000000.250") == ("host:12", 1700000000.25, None)
+    assert key_schema.parse_tombstone("legacy-value") == ("legacy-value", None, None)
+
+
+def test_live_values_carry_origin_and_client() -> None:
+    value = key_schema.live_value("host:12", ("mcp", "2.3.0"))
+    assert key_schema.parse_live(value) == ("host:12", ("mcp", "2.3.0"))
+    assert key_schema.parse_live("host:12") == ("host:12", None)  # written before client labels
 
 
 def test_a_session_key_and_its_tombstone_share_a_cluster_slot() -> None:

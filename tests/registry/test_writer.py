@@ -160,7 +160,7 @@ async def test_a_new_session_is_written_under_its_hash_with_a_ttl(server: fakere
         await until(lambda: a.written("secret-session-id-1"))
         h = a.hasher.require("secret-session-id-1")
         await until(lambda: redis.exists(KEYS.session(h)))
-        assert await redis.get(KEYS.session(h)) == "worker-a"
+        assert await redis.get(KEYS.session(h)) == "worker-a|inspector|1.0"  # its owner and its client
         assert 0 < await redis.ttl(KEYS.session(h)) <= a.config.session_ttl_seconds
     stored = [k async for k in redis.scan_iter()]
     assert not any("secret-session-id" in k for k in stored)
@@ -209,6 +209,35 @@ async def test_stale_ids_are_classified_cross_worker_expired_or_fabricated(
     legit = {str(s.attributes[ATTR_STATUS]): s.attributes[ATTR_LEGITIMATE] for s in b.captured.spans()}  # type: ignore[index]
     assert legit == {"cross_worker": True, "expired": True, "fabricated": False}
     assert b.stats.reuse == {"worker-a": 1}
+
+
+async def test_a_lost_session_is_counted_under_the_client_that_opened_it(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    """The migration view: a 404 to an id the registry knows is a session its client lost."""
+    a, b = Worker(server, "worker-a"), Worker(server, "worker-b")
+    async with running(a, b):
+        a.open("live-on-a", client="claude-code")
+        a.open("ended-on-a", client="cursor")
+        await until(lambda: a.written("live-on-a", "ended-on-a"))
+        a.delete("ended-on-a")
+        await until(lambda: redis.exists(KEYS.tombstone(a.hasher.require("ended-on-a"))))
+        b.stale("live-on-a")  # spec policy: the SDK answers 404 here
+        b.stale("ended-on-a")
+        b.stale("ended-on-a", Action.ACK_DELETE)  # a DELETE of it gets 200: nothing lost
+        b.stale("live-on-a", Action.STRIP)  # an initialize with it gets a fresh session: nothing lost
+        b.stale("never-issued")  # nobody's session
+        await until(lambda: len(b.captured.spans()) == 5)
+        assert b.stats.client_lost == {("claude-code", "1.0"): 1, ("cursor", "1.0"): 1}
+        await until(lambda: minute_counters(redis), timeout=10)
+        await until(lambda: _has(redis, "clost|cursor|1.0"), timeout=10)
+    counters = await minute_counters(redis)
+    assert counters["clost|claude-code|1.0"] == 1
+    assert counters["clost|cursor|1.0"] == 1
+
+
+async def _has(redis: Redis, field: str) -> bool:
+    return field in await minute_counters(redis)
 
 
 async def test_an_id_used_elsewhere_before_its_end_counts_as_cross_worker(server: fakeredis.FakeServer) -> None:
