@@ -121,7 +121,7 @@ async def test_a_framework_app_wrapped_as_it_is(framework: Framework, redis_serv
             h = hasher.id_hash(HASH_KEY, session_id)
             async with redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True) as r:
                 with anyio.fail_after(10):
-                    while await r.get(key_schema.KeySchema(PREFIX).session(h)) != "worker-0":
+                    while await r.get(key_schema.KeySchema(PREFIX).session(h)) != "worker-0|compat|1.0":
                         await anyio.sleep(0.05)
             hopped = await http.post(f"{url_b}/mcp", json=call, headers=session_headers(session_id))
             assert hopped.status_code == 404

@@ -293,7 +293,8 @@ def session_owners(redis_url: str, session_ids: list[str], hash_key: str | None 
         key = hash_key if hash_key is not None else r.get(SCHEMA.hash_key)
         if key is None:
             return dict.fromkeys(session_ids)
-        return {sid: r.get(SCHEMA.session(hasher.id_hash(key.encode(), sid))) for sid in session_ids}
+        values = {sid: r.get(SCHEMA.session(hasher.id_hash(key.encode(), sid))) for sid in session_ids}
+        return {sid: key_schema.parse_live(v)[0] if v is not None else None for sid, v in values.items()}
 
 
 def all_recorded(
