@@ -375,7 +375,8 @@ def continuity_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
         "Internal listener refusals",
         "Requests that reached a worker's internal listener without a valid hop from a worker of this "
         "deployment: missing (no hop header), malformed, bad_tag (wrong key or altered), stale (clock), "
-        "replayed. Anything but 0 deserves a look.",
+        "replayed; not_here is an authentic hop for the process that listened there before (a restart: "
+        "expected right after a deploy). Anything else but 0 deserves a look.",
         promql("A", f"sum by ({FORWARD_REFUSAL}) ({rate(FORWARD_REFUSED)})", "{{" + FORWARD_REFUSAL + "}}"),
         unit="reqps",
         stacked=True,

@@ -28,6 +28,7 @@ re-keys the new session under the sealed id before any request can see it.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -110,6 +111,23 @@ def forget_deleted(manager: StreamableHTTPSessionManager, session_id: str) -> No
     if not hasattr(manager, "_discard_session"):
         manager._server_instances.pop(session_id, None)
         getattr(manager, "_session_owners", {}).pop(session_id, None)
+
+
+def principal_of(manager: StreamableHTTPSessionManager, session_id: str) -> str | None:
+    """The principal the SDK bound a session to (its credential binding), as stable text; None: no credential.
+
+    mcp 2.x keeps it in `_session_owners` (an `AuthorizationContext`: client id, issuer, subject); a line
+    without that table binds no credential."""
+    owner = getattr(manager, "_session_owners", {}).get(session_id)
+    return None if owner is None else json.dumps(dict(owner), sort_keys=True, default=str)
+
+
+async def discard(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """End a session the manager admitted (a takeover refused after its replay): its id answers 404."""
+    transport = manager._server_instances.pop(session_id, None)
+    getattr(manager, "_session_owners", {}).pop(session_id, None)
+    if transport is not None and not transport.is_terminated:
+        await transport.terminate()
 
 
 def _endpoints(app: object) -> Iterator[tuple[str, object]]:

@@ -66,6 +66,8 @@ def _parse(text: str, variable: str, *, port_required: bool) -> Address:
     text = text.strip()
     if len(text.encode()) > MAX_ADDRESS_BYTES:
         raise ConfigError(f"{variable} must be at most {MAX_ADDRESS_BYTES} bytes; got {len(text.encode())}")
+    if "|" in text or "#" in text:  # the registry records routes as `address#boot` in `|`-separated values
+        raise ConfigError(f"{variable} must not contain '|' or '#'; got {text!r}")
     if text.startswith(UNIX_PREFIX):
         path = text[len(UNIX_PREFIX):]
         if not path or "\x00" in path:

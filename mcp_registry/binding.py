@@ -12,7 +12,15 @@ from collections.abc import Callable
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from mcp_registry._sdk import ManagerView, UnsupportedSDK, forget_deleted, issue_ids_with, manager_of
+from mcp_registry._sdk import (
+    ManagerView,
+    UnsupportedSDK,
+    discard,
+    forget_deleted,
+    issue_ids_with,
+    manager_of,
+    principal_of,
+)
 from mcp_registry.env import ENV_CONTINUITY
 
 NO_MANAGER = (
@@ -53,7 +61,7 @@ class ManagerBinding:
             try:
                 issue_ids_with(manager, self._seal)
             except UnsupportedSDK as exc:
-                return f"{ENV_CONTINUITY}=forward: {exc}"
+                return f"{ENV_CONTINUITY}: {exc}"
         self.manager = manager
         self.view = ManagerView.of(manager)
         self._on_bind(self.view)
@@ -63,6 +71,15 @@ class ManagerBinding:
         """A server without lifespan events, whose app made its manager after start-up."""
         if self.manager is None:
             self.bind()
+
+    def principal(self, session_id: str) -> str | None:
+        """The principal the SDK bound `session_id` to (its credential binding), as text; None: none."""
+        return principal_of(self.manager, session_id) if self.manager is not None else None
+
+    async def discard(self, session_id: str) -> None:
+        """End a session the manager admitted (a refused takeover)."""
+        if self.manager is not None:
+            await discard(self.manager, session_id)
 
     def forget_deleted(self, session_id: str) -> None:
         """After the SDK served a DELETE: make sure its table forgets the id (mcp < 1.30 never does)."""

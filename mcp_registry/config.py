@@ -62,6 +62,13 @@ class Continuity(StrEnum):
     """Nothing new: the decision table applies (the SDK answers 404 under `spec`)."""
     FORWARD = "forward"
     """Stream the request to the owner's internal listener and its answer back."""
+    ADOPT = "adopt"
+    """`forward`, and a session whose owner is gone is taken over by a worker of the deployment (its
+    handshake is stored in the registry, which `adopt` needs)."""
+
+    @property
+    def forwards(self) -> bool:
+        return self is not Continuity.OFF
 
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
@@ -167,10 +174,16 @@ class RegistryConfig:
         _require_positive(ENV_FORWARD_TIMEOUT, self.forward_timeout)
         if not isinstance(self.continuity, Continuity):
             object.__setattr__(self, "continuity", _parse_continuity(str(self.continuity)))
-        if self.continuity is Continuity.FORWARD and self.hash_key is None:
+        if self.continuity.forwards and self.hash_key is None:
             raise ConfigError(
-                f"{ENV_CONTINUITY}=forward needs {ENV_HASH_KEY}: the key every worker of the deployment shares "
-                f"(generate one with: {GENERATE_KEY}), so that any worker can verify the route inside a session id"
+                f"{ENV_CONTINUITY}={self.continuity} needs {ENV_HASH_KEY}: the key every worker of the deployment "
+                f"shares (generate one with: {GENERATE_KEY}), so that any worker can verify the route inside a "
+                "session id"
+            )
+        if self.continuity is Continuity.ADOPT and not self.enabled:
+            raise ConfigError(
+                f"{ENV_CONTINUITY}=adopt needs {ENV_REGISTRY}=1: a session is taken over from the handshake the "
+                "registry stores in Redis"
             )
         if self.paths is not None and (not self.paths or any(not p.startswith("/") or " " in p for p in self.paths)):
             raise ConfigError(
@@ -178,7 +191,7 @@ class RegistryConfig:
             )
         if self.route_label is not None and not _ROUTE_LABEL.fullmatch(self.route_label):
             raise ConfigError(f"{ENV_ROUTE_LABEL} must be 1-16 letters, digits, '-' or '_'; got {self.route_label!r}")
-        if self.continuity is Continuity.FORWARD:
+        if self.continuity.forwards:
             parse_listen(self.forward_listen)
             if self.forward_advertise is not None:
                 parse_advertise(self.forward_advertise)
@@ -264,7 +277,7 @@ def _parse_continuity(raw: str) -> Continuity:
     try:
         return Continuity(raw.strip().lower() or "off")
     except ValueError:
-        raise ConfigError(f"{ENV_CONTINUITY} must be 'off' or 'forward'; got {raw!r}") from None
+        raise ConfigError(f"{ENV_CONTINUITY} must be 'off', 'forward' or 'adopt'; got {raw!r}") from None
 
 
 def _parse_number(name: str, raw: str, kind: type[_Num]) -> _Num:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_registry import _redact
 from mcp_registry._sdk import HANDSHAKE_PROTOCOL_VERSIONS, ManagerView, endpoint_paths, find_holder, holder_of
 from mcp_registry.binding import ManagerBinding
-from mcp_registry.config import Continuity, RegistryConfig
+from mcp_registry.config import RegistryConfig
 from mcp_registry.decision import IdState, interpret, scan_headers, user_agent_product
 from mcp_registry.env import ENV_CONTINUITY, ConfigError
 from mcp_registry.lifespan import serve_lifespan
@@ -38,6 +38,7 @@ from mcp_registry.runtime import WorkerRuntime
 if TYPE_CHECKING:
     from mcp_registry.continuity.node import ContinuityNode
     from mcp_registry.continuity.owner import OwnerSide
+    from mcp_registry.paths.takeover import TakeoverPath
 
 _HANDSHAKE_VERSIONS: Final = frozenset(v.encode() for v in HANDSHAKE_PROTOCOL_VERSIONS)
 MODERN: Final = Era.MODERN.value
@@ -92,17 +93,29 @@ class SessionRegistryMiddleware:
             holder, seal=self.continuity.seal if self.continuity is not None else None, on_bind=self._bound
         )
         self._own = OwnSessionPath(app, self.config, self.runtime, self._binding)
-        self._opening = OpeningPath(app, self.runtime, self._binding)
-        self._stale = StalePath(app, self.config, self.runtime, self._binding, self._opening, self.continuity)
+        takeover: TakeoverPath | None = None
+        fields = None
+        if self.continuity is not None and self.runtime.takeover is not None:
+            from mcp_registry.paths.takeover import TakeoverPath, takeover_fields
+
+            takeover = TakeoverPath(app, self.config, self.runtime, self._binding, self._own, self.continuity)
+            fields = takeover_fields(self.continuity, self._binding, self.runtime)
+        self._opening = OpeningPath(app, self.runtime, self._binding, fields)
+        self._stale = StalePath(
+            app, self.config, self.runtime, self._binding, self._opening, self.continuity, takeover
+        )
         self._owner: OwnerSide | None = None
         self._lifespan_state: dict[str, object] | None = None
         """The app's lifespan state (the server's `scope["state"]`), for requests forwarded here."""
         if self.continuity is not None:
             from mcp_registry.continuity.owner import OwnerSide
 
+            node = self.continuity
+            adopting = takeover is not None
             self._owner = OwnerSide(
                 app, worker_id=self.config.worker_id, stats=self._stats, live=lambda: self._live,
                 state=lambda: self._lifespan_state, serve_own=self._own.serve, acknowledge_delete=acknowledge_delete,
+                draining=lambda: adopting and node.draining,
             )
         if not self.config.record_raw_id:
             _redact.install(self.runtime.hasher.hash)
@@ -198,13 +211,13 @@ def route_path(scope: Scope) -> str:
 
 
 def _continuity_node(config: RegistryConfig, runtime: WorkerRuntime) -> ContinuityNode | None:
-    if config.continuity is not Continuity.FORWARD:
+    if not config.continuity.forwards:
         return None
     try:
         from mcp_registry.continuity.node import ContinuityNode  # aiohttp: only when continuity is on
     except ImportError as exc:
         raise ConfigError(
-            f"{ENV_CONTINUITY}=forward needs the continuity extra ({exc.name} is missing): "
+            f"{ENV_CONTINUITY}={config.continuity} needs the continuity extra ({exc.name} is missing): "
             "pip install 'mcp-session-continuity[continuity]'"
         ) from None
     return ContinuityNode(config, runtime.stats, runtime.telemetry)

@@ -37,6 +37,9 @@ class Action(StrEnum):
     """Hand the request to the SDK unchanged, which answers 404 "Session not found"."""
     FORWARD = "forward"
     """Stream the request to the worker that owns the session, and its answer back (continuity)."""
+    ADOPT = "adopt"
+    """Take over a session whose owner is gone: re-create it here under the same id, then serve the request
+    (`MCP_SESSION_CONTINUITY=adopt`)."""
 
 
 class Status(StrEnum):
@@ -86,6 +89,9 @@ class EndReason(StrEnum):
     """The worker shut down while holding the session."""
     WORKER_LOST = "worker_lost"
     """The worker stopped refreshing (killed, crashed) and its sessions aged out by TTL."""
+    HANDED_OVER = "handed_over"
+    """The worker shut down and left the session to be adopted by another (`MCP_SESSION_CONTINUITY=adopt`):
+    it moved, it was not lost."""
 
 
 class ForwardFailure(StrEnum):
@@ -101,9 +107,49 @@ class ForwardFailure(StrEnum):
     """The owner's listener refused the hop (e.g. the hosts' clocks are more than 30 s apart)."""
     BROKEN = "broken"
     """The connection failed after the owner had started to answer."""
+    OWNER_DRAINING = "owner_draining"
+    """The owner is shutting down and takes no new requests on its sessions: they are to be adopted."""
     NOT_ROUTED = "not_routed"
     """The owner holds the session but its app has no route for the request's path (answered 404 there):
     passed on to the client, never counted as served."""
+
+
+class AdoptReason(StrEnum):
+    """Why a worker took over a session (`mcp_registry.sessions.adopted`)."""
+
+    OWNER_GONE = "owner_gone"
+    """Its owner's listener is gone, or a new process listens at its address (a restart, a crash)."""
+    OWNER_DRAINING = "owner_draining"
+    """Its owner is shutting down (SIGTERM: a deploy, a scale-down) and handed it over."""
+
+
+class TakeoverFailure(StrEnum):
+    """Why a session whose owner is gone was not adopted (`mcp_registry.takeover.failures`)."""
+
+    NOT_ADOPTABLE = "not_adoptable"
+    """No handshake stored for it (opened before takeover was on, or its handshake never reached Redis, or
+    the live key aged out): the client gets the spec's 404."""
+    ENDED = "ended"
+    """The session ended (DELETE, idle): never brought back."""
+    PRINCIPAL_MISMATCH = "principal_mismatch"
+    """The request's credential is not the one that opened the session: 404, as the SDK's own binding."""
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+    """Redis did not answer in time: 503 with Retry-After, so that the client's next try can adopt it."""
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    """Another worker holds the claim and did not finish in time: 503 with Retry-After."""
+    REPLAY_FAILED = "replay_failed"
+    """The SDK refused the replayed handshake (e.g. at its session limit): 503 with Retry-After."""
+
+
+def takeover_answer(failure: TakeoverFailure) -> int:
+    """The HTTP status a client gets when its session could not be adopted.
+
+    404 (the spec's "start over") when the session cannot come back; 503 (retryable) when it could on a
+    later try: no official client re-initializes after a 404, so a session that can still be saved is
+    never answered with one.
+    """
+    permanent = (TakeoverFailure.NOT_ADOPTABLE, TakeoverFailure.ENDED, TakeoverFailure.PRINCIPAL_MISMATCH)
+    return 404 if failure in permanent else 503
 
 
 class Refusal(StrEnum):
@@ -114,6 +160,9 @@ class Refusal(StrEnum):
     BAD_TAG = "bad_tag"
     STALE = "stale"
     REPLAYED = "replayed"
+    NOT_HERE = "not_here"
+    """An authentic hop for another process: the owner it names is gone and a new one listens at its address
+    (answered 410, so the forwarding worker knows the owner is gone at once)."""
 
 
 class DropReason(StrEnum):
@@ -168,6 +217,15 @@ def classify_sealed(*, forged: bool, issued_here: bool) -> Status | None:
         return Status.FABRICATED
     if issued_here:
         return Status.EXPIRED
+    return None
+
+
+def adopt_reason(failure: ForwardFailure) -> AdoptReason | None:
+    """Whether a failed hop means the session should be adopted here, and why."""
+    if failure is ForwardFailure.OWNER_GONE:
+        return AdoptReason.OWNER_GONE
+    if failure is ForwardFailure.OWNER_DRAINING:
+        return AdoptReason.OWNER_DRAINING
     return None
 
 

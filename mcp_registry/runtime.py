@@ -19,11 +19,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
 
 from mcp_registry._sdk import ManagerView
-from mcp_registry.config import RegistryConfig
+from mcp_registry.config import Continuity, RegistryConfig
 from mcp_registry.decision import UNKNOWN_CLIENT
-from mcp_registry.outcomes import Action, EndReason, Era, Status, is_lost
+from mcp_registry.outcomes import Action, AdoptReason, EndReason, Era, Status, is_lost
 from mcp_registry.registry.events import Answer, ClientInfo, SessionClosed, SessionOpened, StaleSeen
 from mcp_registry.registry.hasher import IdHasher
+from mcp_registry.registry.takeover import TakeoverStore
 from mcp_registry.registry.writer import RegistryWriter
 from mcp_registry.sessions import OwnedSession, SessionBook
 from mcp_registry.telemetry import RequestStats, Telemetry, annotate
@@ -78,6 +79,10 @@ class WorkerRuntime:
             self.writer = RegistryWriter(
                 config, live=self.book.ids, stats=self.stats, telemetry=self.telemetry, hasher=self.hasher
             )
+        self.takeover: TakeoverStore | None = (
+            TakeoverStore(config, self.telemetry) if config.continuity is Continuity.ADOPT else None
+        )
+        """The awaited claim a takeover needs (`MCP_SESSION_CONTINUITY=adopt`)."""
         self.started = False
 
     def bind(self, manager: ManagerView) -> None:
@@ -87,11 +92,21 @@ class WorkerRuntime:
         self.book.rebind(manager.live)
 
     # --- called from the request path --------------------------------------------------------
-    def opened(self, session_id: str, client: ClientInfo) -> None:
+    def opened(self, session_id: str, client: ClientInfo, takeover: tuple[str, str] | None = None) -> None:
+        """A session opened here; `takeover` (route, handshake) when it can be adopted if this worker goes."""
         session = self.book.opened(session_id, (client.name, client.version))
+        session.adoptable = takeover is not None
         self.telemetry.session_created()
         if self.writer is not None:
-            self.writer.submit(SessionOpened(session_id, session.created_at, client))
+            self.writer.submit(SessionOpened(session_id, session.created_at, client, takeover))
+
+    def adopted(self, session_id: str, client: ClientInfo, takeover: tuple[str, str], reason: AdoptReason) -> None:
+        """A session taken over from a worker that is gone (its handshake replayed here under the same id)."""
+        session = self.book.opened(session_id, (client.name, client.version))
+        session.adoptable = True
+        self.stats.adopted[reason.value] += 1
+        if self.writer is not None:
+            self.writer.submit(SessionOpened(session_id, session.created_at, client, takeover, adopted=True))
 
     def deleted(self, session_id: str) -> None:
         session = self.book.closed(session_id)
@@ -137,9 +152,12 @@ class WorkerRuntime:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def shutting_down(self) -> None:
-        """The server is stopping: the sessions still held end now (recorded before the SDK drops them)."""
+        """The server is stopping: the sessions still held end now (recorded before the SDK drops them).
+
+        With takeover on, a session whose handshake is stored is handed over, not ended: its live key stays
+        for another worker to adopt it."""
         for session in self.book.close_all():
-            self._ended(session, EndReason.SHUTDOWN)
+            self._ended(session, EndReason.HANDED_OVER if session.adoptable else EndReason.SHUTDOWN)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -169,6 +187,9 @@ class WorkerRuntime:
                         await writer_done.wait()
                     if scope.cancelled_caught:
                         logger.warning("mcp_registry: the registry did not drain within %.0fs", DRAIN_SECONDS)
+                if self.takeover is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.takeover.aclose()
                 tg.cancel_scope.cancel()
 
     async def _sweep_forever(self) -> None:

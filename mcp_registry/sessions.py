@@ -22,6 +22,8 @@ class OwnedSession:
     """Monotonic time of creation, for the lifetime."""
     client: tuple[str, str] = ("unknown", "unknown")
     """Who opened it: name and version from its `initialize` (untrusted text)."""
+    adoptable: bool = False
+    """Its handshake is stored (takeover on): another worker can adopt it when this one goes."""
 
 
 class SessionBook:

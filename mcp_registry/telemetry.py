@@ -39,6 +39,8 @@ ATTR_FORWARD_FAILURE: Final = "mcp_registry.forward.failure"
 ATTR_FORWARD_REFUSAL: Final = "mcp_registry.forward.refusal"
 ATTR_FORWARDED_BY: Final = "mcp_registry.forward.from_worker"
 ATTR_CLIENT_NAME: Final = "mcp_registry.client.name"
+ATTR_ADOPT_REASON: Final = "mcp_registry.takeover.reason"
+ATTR_TAKEOVER_FAILURE: Final = "mcp_registry.takeover.failure"
 ATTR_CLIENT_VERSION: Final = "mcp_registry.client.version"
 ATTR_HOP_SECONDS: Final = "mcp_registry.forward.headers_seconds"
 # OpenTelemetry semantic conventions (reused, not invented):
@@ -63,13 +65,15 @@ METRIC_FORWARD_FAILURES: Final = "mcp_registry.forward.failures"
 METRIC_FORWARD_SERVED: Final = "mcp_registry.forward.served"
 METRIC_FORWARD_REFUSED: Final = "mcp_registry.forward.refused"
 METRIC_CLIENT_REQUESTS: Final = "mcp_registry.client.requests"
+METRIC_ADOPTED: Final = "mcp_registry.sessions.adopted"
+METRIC_TAKEOVER_FAILURES: Final = "mcp_registry.takeover.failures"
 METRIC_CLIENT_LOST: Final = "mcp_registry.client.sessions_lost"
 
 CLIENT_LABELS: Final = 256
 """Distinct clients a worker counts requests of; the rest count as `other` (client names are untrusted)."""
 SESSION_DURATION_BUCKETS: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
                                    21600.0, 86400.0)
-REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap")
+REDIS_OPERATIONS: Final = ("sessions", "lookup", "counters", "refresh", "key", "reap", "takeover")
 REDIS_DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -108,6 +112,10 @@ class RequestStats:
     """Requests by (era, client name, client version): a legacy session's on its owner, a sessionless
     client's by its User-Agent product. Bounded: past `CLIENT_LABELS` clients the rest are `other`."""
     client_hops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    adopted: Counter[str] = field(default_factory=Counter)
+    """Sessions this worker took over, by `AdoptReason`."""
+    takeover_failures: Counter[str] = field(default_factory=Counter)
+    """Sessions whose owner was gone that this worker could not adopt, by `TakeoverFailure`."""
     client_lost: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Sessions lost by client: a 404 to an id the registry knows (ended, or live on another worker)."""
 
@@ -209,6 +217,14 @@ class Telemetry:
             description="Forwarded requests this worker served as the session's owner, by forwarding worker.",
         )
         meter.create_observable_counter(
+            METRIC_ADOPTED, [self._observe_adopted], unit="{session}",
+            description="Sessions this worker took over because their owner was gone or shutting down, by reason.",
+        )
+        meter.create_observable_counter(
+            METRIC_TAKEOVER_FAILURES, [self._observe_takeover_failures], unit="{session}",
+            description="Sessions whose owner was gone that could not be adopted, by reason.",
+        )
+        meter.create_observable_counter(
             METRIC_CLIENT_REQUESTS, [self._observe_client_requests], unit="{request}",
             description="Requests by client and protocol era (legacy: on a session, by the client's initialize; "
             "modern: by its User-Agent product): who still needs sessions.",
@@ -241,6 +257,14 @@ class Telemetry:
     def _observe_served_for(self, _: CallbackOptions) -> Iterable[Observation]:
         for sender, count in self.stats.served_for.items():
             yield Observation(count, {**self._worker_attr, ATTR_FORWARDED_BY: sender})
+
+    def _observe_adopted(self, _: CallbackOptions) -> Iterable[Observation]:
+        for reason, count in self.stats.adopted.items():
+            yield Observation(count, {**self._worker_attr, ATTR_ADOPT_REASON: reason})
+
+    def _observe_takeover_failures(self, _: CallbackOptions) -> Iterable[Observation]:
+        for reason, count in self.stats.takeover_failures.items():
+            yield Observation(count, {**self._worker_attr, ATTR_TAKEOVER_FAILURE: reason})
 
     def _observe_client_requests(self, _: CallbackOptions) -> Iterable[Observation]:
         for (era, name, version), count in list(self.stats.client_requests.items()):

@@ -215,7 +215,7 @@ def test_a_request_this_worker_serves_itself_is_never_forwarded(id_state: str) -
 
 
 def test_action_values_are_the_span_attribute_values() -> None:
-    assert [action.value for action in Action] == ["pass", "strip", "ack_delete", "reject", "forward"]
+    assert [action.value for action in Action] == ["pass", "strip", "ack_delete", "reject", "forward", "adopt"]
 
 
 def test_ownership_does_not_rescue_a_malformed_id() -> None:

@@ -57,6 +57,12 @@ def _totals(report: AuditReport) -> Table:
     life = report.lifetime
     table.add_row("created", str(report.created), "")
     table.add_row("ended", str(report.ended), reasons)
+    takeover = report.takeover
+    saved = sum(n for _, n in takeover.adopted)
+    if saved or takeover.failed:
+        why = " · ".join(f"{reason} {n}" for reason, n in takeover.adopted)
+        table.add_row("saved by takeover", str(saved), f"{why} (adopted from a worker that was gone)")
+    table.add_row("lost (404 to a known id)", str(takeover.lost), "the client had to start over, if it could")
     table.add_row("live now", str(report.live), f"on {sum(w.alive for w in report.workers)} live worker(s)")
     table.add_row("lifetime median", _seconds(life.median), f"of {life.count} ended session(s)")
     table.add_row("lifetime p95", _seconds(life.p95), "")

@@ -27,7 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
 from mcp_registry.addresses import Address
-from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, HopResult
+from mcp_registry.continuity.hop import DRAINING_HEADER, GONE_HEADER, OWNER_HEADER, HopResult
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER
 from mcp_registry.outcomes import ForwardFailure
 
@@ -43,7 +43,7 @@ WHOLE_BODY_BYTES: Final = 1 << 20
 """An answer of known length up to this size is read whole and passed on as one piece."""
 _HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    HOP_HEADER, HOP_WORKER_HEADER, OWNER_HEADER, GONE_HEADER,
+    HOP_HEADER, HOP_WORKER_HEADER, OWNER_HEADER, GONE_HEADER, DRAINING_HEADER,
 })
 _SKIP_AUTO: Final = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
 
@@ -141,6 +141,13 @@ class Forwarder:
                     result.owner = value.decode("utf-8", "replace")
                 elif lname == GONE_HEADER:
                     result.failure = ForwardFailure.SESSION_GONE
+            if response.status == 503 and any(n.lower() == DRAINING_HEADER for n, _ in raw_headers):
+                # The owner is shutting down and did not take this request: nothing reached its app.
+                return HopResult(ForwardFailure.OWNER_DRAINING, replay=list(read))
+            if response.status == 410 and result.owner is None:
+                # A new process listens at the owner's address (a restart, a deploy): the owner is gone, and
+                # nothing reached an app, so the request can be answered here as for any stale id.
+                return HopResult(ForwardFailure.OWNER_GONE, replay=list(read))
             if response.status in (401, 403) and result.owner is None:
                 result.failure = ForwardFailure.REFUSED
                 return result

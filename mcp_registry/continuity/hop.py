@@ -12,6 +12,8 @@ from mcp_registry.outcomes import ForwardFailure
 OWNER_HEADER: Final = b"mcp-registry-owner"
 """Set by the owner on a forwarded answer: its worker id (removed before the answer reaches the client)."""
 GONE_HEADER: Final = b"mcp-registry-session-gone"
+DRAINING_HEADER: Final = b"mcp-registry-draining"
+"""Set (with 503) by an owner that is shutting down, on a request it will not serve: its session is to be adopted."""
 """Set by the owner when it no longer holds the session (removed before the answer reaches the client)."""
 
 

@@ -3,15 +3,18 @@
 The forwarding worker adds three headers; the owner's internal listener serves a request only if
 they verify:
 
-    mcp-registry-hop:          v2.<sender boot, hex>.<sequence>.<unix ms>.<tag>
+    mcp-registry-hop:          v2.<sender boot, hex>.<owner boot, hex>.<sequence>.<unix ms>.<tag>
     mcp-registry-hop-worker:   <sender worker id>
     mcp-registry-hop-request:  <the client's request: scheme, addresses, root path, query, headers>
 
 `tag` is 128 bits of HMAC-SHA256, under a sub-key of the deployment key, over every field, the
 worker id, the receiving listener's boot id (from the session's sealed route), the method and the
 encoded request (`hop_request`: its path, query and headers, the session id among them): a hop cannot be moved
-to another request, nor replayed to another owner. The hop is signed when its request is sent
-(after the client's first body bytes arrived), so a slow upload is as fresh as any other hop.
+to another request, nor replayed to another owner. The owner's boot id is also in clear: an
+authentic hop for a process that is gone (a new one listens at its address after a restart) is
+told apart from a forged one (`NOT_HERE`, not `BAD_TAG`), so its sender learns at once that the
+owner is gone. The hop is signed when its request is sent (after the client's first body bytes
+arrived), so a slow upload is as fresh as any other hop.
 A hop is accepted while its time is within `MAX_SKEW_SECONDS` of the owner's clock, and once:
 each sender numbers its hops, and the owner keeps, per sender, a sliding window of the
 sequence numbers it has seen (the anti-replay window of IPsec, RFC 4303 §3.4.3).
@@ -58,8 +61,8 @@ class HopSigner:
 
     def headers(self, *, destination: bytes, method: str, request: bytes, now: float) -> list[tuple[bytes, bytes]]:
         """The hop headers of a request to the owner whose listener's boot id is `destination`."""
-        fields = f"{_VERSION}.{self._boot}.{next(self._sequence)}.{int(now * 1000)}"
-        tag = _tag(self._key, fields, self._worker, destination.hex(), method, request)
+        fields = f"{_VERSION}.{self._boot}.{destination.hex()}.{next(self._sequence)}.{int(now * 1000)}"
+        tag = _tag(self._key, fields, self._worker, method, request)
         return [
             (HOP_HEADER, f"{fields}.{tag}".encode()),
             (HOP_WORKER_HEADER, self._worker.encode("ascii")),
@@ -96,10 +99,12 @@ class HopVerifier:
         parsed = _parse(header, worker)
         if parsed is None:
             return Refusal.MALFORMED
-        fields, boot, sequence, sent_at, tag, sender = parsed
-        expected = _tag(self._key, fields, sender, self.boot.hex(), method, request)
+        fields, boot, destination, sequence, sent_at, tag, sender = parsed
+        expected = _tag(self._key, fields, sender, method, request)
         if not hmac.compare_digest(tag.encode(), expected.encode()):
             return Refusal.BAD_TAG
+        if destination != self.boot.hex():
+            return Refusal.NOT_HERE  # authentic, for the process that listened here before this one
         if abs(now - sent_at) > MAX_SKEW_SECONDS:
             return Refusal.STALE
         if not self._accept(boot, sequence, now):
@@ -130,18 +135,17 @@ class HopVerifier:
             del self._windows[boot]
 
 
-def _parse(header: bytes, worker: bytes) -> tuple[str, str, int, float, str, str] | None:
+def _parse(header: bytes, worker: bytes) -> tuple[str, str, str, int, float, str, str] | None:
     """The fields of a hop header, each checked for its shape and size before any number is made of it."""
-    if len(header) > 128 or not header.isascii() or not worker.isascii() or len(worker) > 256:
+    if len(header) > 160 or not header.isascii() or not worker.isascii() or len(worker) > 256:
         return None
     parts = header.decode("ascii").split(".")
-    if len(parts) != 5:
+    if len(parts) != 6:
         return None
-    version, boot, sequence_text, millis, tag = parts
+    version, boot, destination, sequence_text, millis, tag = parts
     if (
         version != _VERSION
-        or len(boot) != _BOOT_HEX
-        or not set(boot) <= _HEX_DIGITS
+        or not all(len(b) == _BOOT_HEX and set(b) <= _HEX_DIGITS for b in (boot, destination))
         or not (sequence_text.isdigit() and len(sequence_text) <= _MAX_SEQUENCE_DIGITS)
         or not (millis.isdigit() and len(millis) <= _MAX_MILLIS_DIGITS)
     ):
@@ -149,11 +153,11 @@ def _parse(header: bytes, worker: bytes) -> tuple[str, str, int, float, str, str
     sequence = int(sequence_text)
     if sequence < 1:
         return None
-    fields = f"{version}.{boot}.{sequence_text}.{millis}"
-    return fields, boot, sequence, int(millis) / 1000, tag, worker.decode("ascii")
+    fields = f"{version}.{boot}.{destination}.{sequence_text}.{millis}"
+    return fields, boot, destination, sequence, int(millis) / 1000, tag, worker.decode("ascii")
 
 
-def _tag(key: bytes, fields: str, worker: str, destination: str, method: str, request: bytes) -> str:
-    text = "\x00".join((fields, worker, destination, method)).encode("utf-8", "surrogateescape")
+def _tag(key: bytes, fields: str, worker: str, method: str, request: bytes) -> str:
+    text = "\x00".join((fields, worker, method)).encode("utf-8", "surrogateescape")
     digest = hmac.digest(key, text + b"\x00" + request, "sha256")[:_TAG_BYTES]
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

@@ -2,8 +2,9 @@
 
 uvicorn's server machinery (its protocol classes on a socket we bind) runs inside the app's
 lifespan, with no signal handlers and no lifespan of its own. Every request must carry a hop
-that verifies (`hop_auth`): anything else gets 401 (no hop) or 403 (a malformed, bad, stale or
-replayed one) and is counted; no header, however made, raises. A verified request is handed to the
+that verifies (`hop_auth`): anything else gets 401 (no hop), 410 (an authentic hop for the process
+that listened here before: its owner is gone) or 403 (a malformed, bad, stale or replayed one) and
+is counted; no header, however made, raises. A verified request is handed to the
 middleware's `serve_forwarded` as the client sent it to the first worker (`hop_request`: headers
 byte for byte, client address, scheme, root path, query).
 
@@ -100,7 +101,7 @@ class HopListener:
         if isinstance(verdict, Refusal) or carried is None:
             refusal = verdict if isinstance(verdict, Refusal) else Refusal.MALFORMED
             self._stats.hop_refusals[refusal.value] += 1
-            status = 401 if refusal is Refusal.MISSING else 403
+            status = {Refusal.MISSING: 401, Refusal.NOT_HERE: 410}.get(refusal, 403)
             await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return

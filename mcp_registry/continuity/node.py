@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Final
 
 from starlette.types import Receive, Scope, Send
@@ -27,7 +28,7 @@ from mcp_registry.addresses import (
 from mcp_registry.config import RegistryConfig
 from mcp_registry.continuity import hop_request
 from mcp_registry.continuity.forwarder import Forwarder
-from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER, HopResult
+from mcp_registry.continuity.hop import DRAINING_HEADER, GONE_HEADER, OWNER_HEADER, HopResult
 from mcp_registry.continuity.hop_auth import HOP_HEADER, HOP_WORKER_HEADER, HopSigner, HopVerifier
 from mcp_registry.continuity.listener import HopListener, ServeForwarded
 from mcp_registry.continuity.sealed_id import BOOT_BYTES, Route, SessionIdSealer, Shape
@@ -35,10 +36,12 @@ from mcp_registry.outcomes import ForwardFailure, Refusal
 from mcp_registry.telemetry import RequestStats, Telemetry
 
 _INTERNAL_HEADERS: Final = frozenset(
-    {HOP_HEADER, HOP_WORKER_HEADER, hop_request.HOP_REQUEST_HEADER, OWNER_HEADER, GONE_HEADER}
+    {HOP_HEADER, HOP_WORKER_HEADER, hop_request.HOP_REQUEST_HEADER, OWNER_HEADER, GONE_HEADER, DRAINING_HEADER}
 )
 """Our own headers: a client that sends one has it dropped, never carried to the owner's app."""
 ROUTE_CACHE_SIZE: Final = 4096
+SUCCESSORS: Final = 4096
+"""Sessions whose new owner (after a takeover) this worker remembers: one Redis read per session per worker."""
 """Opened ids remembered (a hop's id is verified once, not on every request of its session)."""
 
 
@@ -64,6 +67,10 @@ class ContinuityNode:
         self._listener: HopListener | None = None
         self.route: Route | None = None
         """This worker's own route, once its listener is bound."""
+        self._adopting: ContextVar[str | None] = ContextVar("mcp_registry_adopting", default=None)
+        self._successors: dict[str, Route] = {}
+        self.draining = False
+        """Shutting down: new forwarded requests are refused so that their sessions are adopted elsewhere."""
 
     @asynccontextmanager
     async def running(self, serve: ServeForwarded) -> AsyncIterator[None]:
@@ -78,6 +85,7 @@ class ContinuityNode:
 
     async def drain(self) -> None:
         """Stop taking hops; forwarded requests and streams in flight finish (within the listener's bound)."""
+        self.draining = True
         self.route = None  # sessions opened from now on are not sealed: nobody would serve their hops
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -91,7 +99,11 @@ class ContinuityNode:
         return self._advertise
 
     def seal(self, sdk_id: str) -> str:
-        """The id a new session gets: the SDK's id, sealed with this worker's route (unsealed if not listening)."""
+        """The id a new session gets: the SDK's id, sealed with this worker's route (unsealed if not listening).
+
+        While a session is being adopted (`adopting`), the id it already has."""
+        if (adopted := self._adopting.get()) is not None:
+            return adopted
         if self.route is None:
             return sdk_id
         return self.sealer.seal(sdk_id, self.route, self.config.route_label)
@@ -112,6 +124,27 @@ class ContinuityNode:
 
     def is_mine(self, route: Route) -> bool:
         return route.boot == self.boot
+
+    @contextmanager
+    def adopting(self, session_id: str) -> Iterator[None]:
+        """Sessions the SDK admits in this context (the replayed `initialize`) get `session_id`."""
+        token = self._adopting.set(session_id)
+        try:
+            yield
+        finally:
+            self._adopting.reset(token)
+
+    def successor(self, session_id: str) -> Route | None:
+        """The worker that adopted `session_id` from its sealed owner, as last learnt from the registry."""
+        return self._successors.get(session_id)
+
+    def remember_successor(self, session_id: str, route: Route) -> None:
+        if len(self._successors) >= SUCCESSORS:
+            self._successors.clear()
+        self._successors[session_id] = route
+
+    def forget_successor(self, session_id: str) -> None:
+        self._successors.pop(session_id, None)
 
     def _reachable(self, route: Route) -> bool:
         address = self._address(route)

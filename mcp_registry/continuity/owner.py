@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_registry.continuity.hop import GONE_HEADER, OWNER_HEADER
+from mcp_registry.continuity.hop import DRAINING_HEADER, GONE_HEADER, OWNER_HEADER
 from mcp_registry.telemetry import RequestStats
 
 ServeOwn = Callable[[str, Scope, Receive, Send], Awaitable[None]]
@@ -29,6 +29,7 @@ class OwnerSide:
         stats: RequestStats,
         live: Callable[[], Mapping[str, object]],
         state: Callable[[], Mapping[str, object] | None],
+        draining: Callable[[], bool] = lambda: False,
         serve_own: ServeOwn,
         acknowledge_delete: AcknowledgeDelete,
     ) -> None:
@@ -36,6 +37,7 @@ class OwnerSide:
         self._stats = stats
         self._live = live
         self._state = state
+        self._draining = draining
         self._serve_own = serve_own
         self._acknowledge_delete = acknowledge_delete
         self._owner_marks = [(OWNER_HEADER, worker_id.encode())]
@@ -48,6 +50,9 @@ class OwnerSide:
 
         Returns the coroutine to await rather than awaiting it: no coroutine frame of its own on the path.
         """
+        if self._draining():
+            # Shutting down with takeover on: the sender adopts the session instead (`owner_draining`).
+            return _refuse_draining(send)
         self._stats.served_for[sender] += 1
         if (state := self._state()) is not None:
             # The app's lifespan state, as its server gives every request (a shallow copy).
@@ -73,3 +78,9 @@ class OwnerSide:
         if scope["method"] == "DELETE":
             return self._acknowledge_delete(send_marked)
         return self._app(scope, receive, send_marked)  # the SDK answers 404 "Session not found"
+
+
+async def _refuse_draining(send: Send) -> None:
+    headers = [(DRAINING_HEADER, b"1"), (b"content-length", b"0"), (b"retry-after", b"1")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})

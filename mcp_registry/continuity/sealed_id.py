@@ -49,6 +49,20 @@ class Route:
     address: str
     boot: bytes
 
+    @property
+    def text(self) -> str:
+        """`<address>#<boot, hex>`: how the registry records a session's owner (takeover)."""
+        return f"{self.address}#{self.boot.hex()}"
+
+    @classmethod
+    def from_text(cls, text: str) -> Route | None:
+        address, _, boot = text.rpartition("#")
+        try:
+            raw = bytes.fromhex(boot)
+        except ValueError:
+            return None
+        return cls(address, raw) if address and len(raw) == BOOT_BYTES else None
+
 
 class Shape(Enum):
     PLAIN = "plain"

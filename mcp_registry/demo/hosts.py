@@ -40,6 +40,7 @@ class UvicornHost(_process.ManagedChild):
         uvicorn_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         stop_timeout: float = 15.0,
+        port: int = 0,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.address = address
@@ -47,7 +48,9 @@ class UvicornHost(_process.ManagedChild):
         self.env = dict(env or {})
         self.app = app
         self.health_path = health_path
-        self.port = 0
+        self.port = port
+        """0: a free port when started; a fixed one to start the next version on the same address."""
+        self._fixed_port = port
         self._uvicorn_args = list(uvicorn_args)
         self.what = f"uvicorn --workers {workers} on {address}"
 
@@ -65,7 +68,7 @@ class UvicornHost(_process.ManagedChild):
     def start(self) -> Self:
         if self._proc is not None:
             raise RuntimeError("the host is already started")
-        self.port = _process.free_ports(1, self.address)[0]
+        self.port = self._fixed_port or _process.free_ports(1, self.address)[0]
         args = [
             sys.executable, "-m", "uvicorn", self.app,
             "--host", self.address, "--port", str(self.port), "--workers", str(self.workers),

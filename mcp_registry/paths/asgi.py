@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import Message, Receive, Send
 
@@ -52,10 +52,10 @@ def response_session_id(message: Message) -> str | None:
     return None
 
 
-async def error(send: Send, status: int, message: str) -> None:
+async def error(send: Send, status: int, message: str, *, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     """A JSON-RPC error with no request id, like the SDK's own transport errors."""
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -8,6 +8,8 @@ dropped it). A stateless manager's requests pass untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_registry.binding import ManagerBinding
@@ -17,12 +19,18 @@ from mcp_registry.paths.asgi import response_session_id
 from mcp_registry.registry.events import ClientInfo
 from mcp_registry.runtime import WorkerRuntime
 
+TakeoverFields = Callable[[str, dict[str, object] | None], tuple[str, str] | None]
+"""For a session just opened (its id, its `initialize` params): its owner's route and handshake to store."""
+
 
 class OpeningPath:
-    def __init__(self, app: ASGIApp, runtime: WorkerRuntime, binding: ManagerBinding) -> None:
+    def __init__(
+        self, app: ASGIApp, runtime: WorkerRuntime, binding: ManagerBinding, takeover: TakeoverFields | None = None
+    ) -> None:
         self._app = app
         self._runtime = runtime
         self._binding = binding
+        self._takeover = takeover
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         binding = self._binding
@@ -55,7 +63,8 @@ class OpeningPath:
                 if code < 400:
                     new_id = response_session_id(message)
                     if new_id is not None and new_id in view.live and runtime.book.get(new_id) is None:
-                        runtime.opened(new_id, ClientInfo.from_initialize(params))
+                        fields = self._takeover(new_id, params) if self._takeover is not None else None
+                        runtime.opened(new_id, ClientInfo.from_initialize(params), fields)
                 elif (status := classify_without_id(
                     method="POST", response_status=code, is_initialize=params is not None
                 )) is not None:

@@ -26,8 +26,10 @@ from mcp_registry.outcomes import (
     Action,
     ForwardFailure,
     Status,
+    adopt_reason,
     classify_hop,
     classify_sealed,
+    takeover_answer,
 )
 from mcp_registry.paths.asgi import acknowledge_delete, error, read_body, replay
 from mcp_registry.paths.opening import OpeningPath
@@ -36,6 +38,7 @@ from mcp_registry.telemetry import ATTR_END_REASON, ATTR_FORWARD_FAILURE, ATTR_H
 
 if TYPE_CHECKING:
     from mcp_registry.continuity.node import ContinuityNode
+    from mcp_registry.paths.takeover import TakeoverPath
 
 NO_SESSION: Final = b"malformed-session-id"
 """The one id handed to the SDK for a malformed header it must reject: no session can have it."""
@@ -50,6 +53,7 @@ class StalePath:
         binding: ManagerBinding,
         opening: OpeningPath,
         continuity: ContinuityNode | None,
+        takeover: TakeoverPath | None = None,
     ) -> None:
         self._app = app
         self._config = config
@@ -57,12 +61,15 @@ class StalePath:
         self._binding = binding
         self._opening = opening
         self._continuity = continuity
+        self._takeover = takeover
 
     async def __call__(
         self, header: SessionHeader, version: bytes | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         session_id = header.value  # None: malformed
         known, owner = self._sealed(session_id)
+        if owner is not None and self._continuity is not None and session_id is not None:
+            owner = self._continuity.successor(session_id) or owner  # adopted since it was sealed
         request = Request(
             method=scope["method"],
             header=header,
@@ -81,13 +88,23 @@ class StalePath:
             assert self._continuity is not None
             started = time.time_ns()
             hop = await self._continuity.forward(owner, scope, receive, send)
-            if not (hop.failure is ForwardFailure.OWNER_GONE and not hop.response_started):
+            reason = adopt_reason(hop.failure) if hop.failure is not None else None
+            if reason is None or hop.response_started:
                 await self._hopped(hop, session_id, protocol_version, started, scope, send)
                 return
-            # The owner is gone and nothing reached it: answer here, as the table says for a stale id.
+            # The owner is gone (or going) and nothing reached it: adopt the session if takeover is on and the
+            # request needs it; else answer here, as the table says for a stale id.
+            assert hop.failure is not None
             self._runtime.stats.forward_failures[hop.failure.value] += 1
             receive = replay(hop.replay or [], receive)
             action, receive = await self._decide(replace(request, owner_elsewhere=False), receive)
+            if self._takeover is not None and action is Action.REJECT:
+                lost = await self._takeover(session_id, owner, reason, protocol_version, started, scope, receive, send)
+                if lost is None:
+                    return
+                if takeover_answer(lost.failure) == 503:
+                    await self._takeover.answer(lost, send)
+                    return
             known, end_reason = OWNER_GONE_OUTCOME
             attributes = {ATTR_END_REASON: end_reason.value, ATTR_FORWARD_FAILURE: hop.failure.value}
         span = self._runtime.telemetry.start_resolve_span(

@@ -36,8 +36,10 @@ class MinuteCounters:
         self._flushed_stats: dict[str, int] = {}
 
     # --- folding (no I/O) ----------------------------------------------------------------------
-    def opened(self, created_at: float, client_name: str, client_version: str) -> None:
+    def opened(self, created_at: float, client_name: str, client_version: str, *, adopted: bool = False) -> None:
         minute = key_schema.minute_of(created_at)
+        if adopted:
+            return  # a session that moved here: counted as adopted (from the request-path counts), not created
         self._pending[(minute, key_schema.f_created(self._worker))] += 1
         client = key_schema.f_client(client_name, client_version)
         if (minute, client) not in self._pending:
@@ -102,6 +104,10 @@ class MinuteCounters:
             fields[key_schema.f_dropped(self._worker, reason)] = count
         for reason, count in stats.forward_failures.items():
             fields[key_schema.f_forward_failed(self._worker, reason)] = count
+        for reason, count in stats.adopted.items():
+            fields[key_schema.f_adopted(self._worker, reason)] = count
+        for reason, count in stats.takeover_failures.items():
+            fields[key_schema.f_takeover_failed(self._worker, reason)] = count
         # Two raw names may share a label once sanitised: their counts add up.
         for (client_era, name, version), count in stats.client_requests.items():
             field = key_schema.f_client_requests(client_era, name, version)

@@ -40,6 +40,10 @@ class SessionOpened:
     created_at: float
     """Wall-clock time of creation (epoch seconds)."""
     client: ClientInfo
+    takeover: tuple[str, str] | None = None
+    """With takeover on: where this worker listens (its route) and the session's handshake, encoded."""
+    adopted: bool = False
+    """It was taken over from a worker that is gone, not opened here."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ what moves together under one hash tag so that Redis Cluster can serve it:
 | key                       | type   | holds                                             | bound        |
 |---------------------------|--------|---------------------------------------------------|--------------|
 | `P:hashkey`               | string | the deployment's id-hash key (agreed once)        | one value    |
-| `P:s:{H}`                 | string | a live session: `origin|client|version`           | TTL 3×refresh|
+| `P:s:{H}`                 | string | a live session: `origin|client|version[|route|handshake]` | TTL 3×refresh|
+| `P:c:{H}`                 | string | a takeover's claim: the adopting worker           | TTL 10 s     |
 | `P:t:{H}`                 | string | an ended session: `origin|ended-at|client|version`| TTL retention|
 | `P:m:<minute>`            | hash   | per-minute counters (fields below)                | TTL retention|
 | `P:workers`               | zset   | worker id → last heartbeat (epoch s)              | pruned       |
@@ -50,15 +51,24 @@ Client = tuple[str, str]
 """A client's name and version (from `initialize`, or a User-Agent product token): untrusted, labelled."""
 
 
-def live_value(worker: str, client: Client) -> str:
-    """`<origin worker>|<client name>|<client version>`."""
-    return f"{worker}{SEP}{label(client[0])}{SEP}{label(client[1], 32)}"
+def live_value(worker: str, client: Client, takeover: tuple[str, str] | None = None) -> str:
+    """`<origin worker>|<client name>|<client version>`, and with takeover on `|<owner's route>|<handshake>`:
+    where its owner listens now and what re-creating the session needs (opaque here; the last field, so it
+    may hold anything)."""
+    value = f"{worker}{SEP}{label(client[0])}{SEP}{label(client[1], 32)}"
+    return value if takeover is None else f"{value}{SEP}{takeover[0]}{SEP}{takeover[1]}"
 
 
 def parse_live(value: str) -> tuple[str, Client | None]:
     """The origin worker and the client of a live-session value (None: written before client labels)."""
-    parts = value.split(SEP)
-    return (parts[0], (parts[1], parts[2])) if len(parts) == 3 else (value, None)
+    parts = value.split(SEP, 4)
+    return (parts[0], (parts[1], parts[2])) if len(parts) in (3, 5) else (value, None)
+
+
+def parse_takeover(value: str) -> tuple[str, str] | None:
+    """The owner's route and the stored handshake of a live-session value, if it has them."""
+    parts = value.split(SEP, 4)
+    return (parts[3], parts[4]) if len(parts) == 5 else None
 
 
 def tombstone_value(worker: str, ended_at: float, client: Client) -> str:
@@ -95,6 +105,9 @@ class KeySchema:
 
     def tombstone(self, h: str) -> str:
         return f"{self.prefix}:t:{{{h}}}"
+
+    def claim(self, h: str) -> str:
+        return f"{self.prefix}:c:{{{h}}}"
 
     def minute(self, minute: int) -> str:
         return f"{self.prefix}:m:{minute}"
@@ -153,6 +166,14 @@ def f_client_hops(name: str, version: str) -> str:
 
 def f_client_lost(name: str, version: str) -> str:
     return f"clost|{label(name)}|{label(version, 32)}"
+
+
+def f_adopted(worker: str, reason: str) -> str:
+    return f"adopted|{worker}|{reason}"
+
+
+def f_takeover_failed(worker: str, reason: str) -> str:
+    return f"adopt_failed|{worker}|{reason}"
 
 
 def f_dropped(worker: str, reason: str) -> str:

@@ -36,6 +36,7 @@ from mcp_registry.registry.report import (
     LookupCount,
     MinuteStats,
     Reuse,
+    Takeover,
     WorkerStats,
 )
 
@@ -139,6 +140,8 @@ class _Counters:
         self.timeline_reuse: Counter[int] = Counter()
         self.timeline_status: Counter[tuple[int, str]] = Counter()
         self.by_client = ClientCounters()
+        self.adopted: Counter[str] = Counter()
+        self.adopt_failed: Counter[str] = Counter()
         self.any_field = False
 
     def add(self, minute: int, fields: Mapping[Any, Any]) -> None:
@@ -177,6 +180,10 @@ class _Counters:
                     self.life_sum_ms += value
                 case ["dropped", worker, reason]:
                     self.dropped[(worker, reason)] += value
+                case ["adopted", _worker, reason]:
+                    self.adopted[reason] += value
+                case ["adopt_failed", _worker, reason]:
+                    self.adopt_failed[reason] += value
                 case ["forward_failed", worker, reason]:
                     self.forward_failed[(worker, reason)] += value
                 case _:
@@ -246,6 +253,11 @@ class _Counters:
                 for m in minutes
             ),
             has_data=self.any_field or bool(heartbeats),
+            takeover=Takeover(
+                adopted=tuple(sorted((r, n) for r, n in self.adopted.items() if n)),
+                failed=tuple(sorted((r, n) for r, n in self.adopt_failed.items() if n)),
+                lost=sum(self.by_client.lost.values()),
+            ),
             migration=self.by_client.migration(
                 legacy_requests=self.eras[Era.LEGACY.value], modern_requests=self.eras[Era.MODERN.value]
             ),

@@ -88,6 +88,26 @@ class MinuteStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Takeover:
+    """Sessions saved by takeover next to sessions lost (`MCP_SESSION_CONTINUITY=adopt`)."""
+
+    adopted: tuple[tuple[str, int], ...] = ()
+    """By `AdoptReason`."""
+    failed: tuple[tuple[str, int], ...] = ()
+    """By `TakeoverFailure`."""
+    lost: int = 0
+    """404s to an id the registry knows, all clients (the migration view's `lost`)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "adopted": sum(n for _, n in self.adopted),
+            "adopted_by_reason": dict(self.adopted),
+            "failed_by_reason": dict(self.failed),
+            "lost": self.lost,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
     """Everything the audit says about one window. Lists are sorted; `to_json` is stable."""
 
@@ -112,6 +132,8 @@ class AuditReport:
     timeline: tuple[MinuteStats, ...]
     has_data: bool
     """False when the window holds no counter and no worker: nothing was recorded."""
+    takeover: Takeover = field(default_factory=Takeover)
+    """Sessions taken over from workers that were gone, and those lost (`MCP_SESSION_CONTINUITY=adopt`)."""
     migration: Migration = field(default_factory=Migration)
     """Which clients still depend on sessions (`registry.migration`)."""
 
@@ -193,6 +215,7 @@ class AuditReport:
             },
             "timeline": [asdict(m) for m in self.timeline],
             "workers": list(self.worker_ids),
+            "takeover": self.takeover.to_json(),
             "migration": self.migration.to_json(),
         }
 

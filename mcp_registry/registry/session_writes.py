@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_registry.outcomes import EndReason
 from mcp_registry.registry import key_schema
 from mcp_registry.registry.events import SessionClosed, SessionOpened
 from mcp_registry.registry.hasher import IdHasher
@@ -30,6 +31,8 @@ UNKNOWN_CLIENT: key_schema.Client = ("unknown", "unknown")
 class _Written:
     client: key_schema.Client = UNKNOWN_CLIENT
     """Who opened it (from its `initialize`): written with the live key and the tombstone."""
+    takeover: tuple[str, str] | None = None
+    """Its owner's route and handshake (takeover on): written with the live key."""
     id_hash: str | None = None
     refreshed_at: float = float("-inf")
     """Monotonic time the live key was last written."""
@@ -54,7 +57,9 @@ class SessionWrites:
 
     # --- folding (no I/O) ----------------------------------------------------------------------
     def open(self, event: SessionOpened) -> None:
-        self._written.setdefault(event.session_id, _Written()).client = (event.client.name, event.client.version)
+        written = self._written.setdefault(event.session_id, _Written())
+        written.client = (event.client.name, event.client.version)
+        written.takeover = event.takeover
         self.opened.append(event)
         if len(self.opened) > self._limit:  # the refresh re-asserts live sessions anyway
             self.opened.pop(0)
@@ -85,6 +90,8 @@ class SessionWrites:
             written.refreshed_at = now
         for closed in self.closed:
             ended = self._written.pop(closed.session_id, _Written())
+            if closed.reason is EndReason.HANDED_OVER:
+                continue  # it lives on: its live key stays for another worker to adopt it (no tombstone)
             h = self._hash(closed.session_id, ended)
             commands.append(("delete", (self._keys.session(h),), {}))
             tombstone = key_schema.tombstone_value(self._worker, closed.ended_at, ended.client)
@@ -115,7 +122,7 @@ class SessionWrites:
         return [self._live_command(sid, w) for sid, w in due]
 
     def _live_command(self, session_id: str, written: _Written) -> Command:
-        value = key_schema.live_value(self._worker, written.client)
+        value = key_schema.live_value(self._worker, written.client, written.takeover)
         return ("set", (self._keys.session(self._hash(session_id, written)), value), {"ex": self._ttl})
 
     def refreshed(self, now: float) -> None:

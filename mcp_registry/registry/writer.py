@@ -211,7 +211,7 @@ class RegistryWriter:
             if len(self._lookups) > self._config.queue_size:
                 self._drop([self._lookups.popleft()], DropReason.BACKLOG_FULL)
         elif isinstance(event, SessionOpened):
-            self._counters.opened(event.created_at, event.client.name, event.client.version)
+            self._counters.opened(event.created_at, event.client.name, event.client.version, adopted=event.adopted)
             self._sessions.open(event)
         else:
             self._counters.ended(event.ended_at, event.reason, event.lifetime)

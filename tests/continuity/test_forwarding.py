@@ -27,6 +27,7 @@ from starlette.requests import Request
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
 from mcp_registry.config import Continuity
 from mcp_registry.continuity.sealed_id import Route
+from mcp_registry.demo._process import free_ports
 from mcp_registry.telemetry import (
     ATTR_ACTION,
     ATTR_END_REASON,
@@ -332,11 +333,11 @@ async def test_the_internal_listener_counts_what_it_refuses() -> None:
         async with httpx.AsyncClient(timeout=5) as direct:
             body = tool_call("add", {"a": 1, "b": 2})
             plain = await direct.post(internal, json=body, headers=session_headers(session_id))
-            hop = {"mcp-registry-hop": f"v2.{'01' * 8}.1.{int(time.time() * 1000)}.{'A' * 22}",
+            hop = {"mcp-registry-hop": f"v2.{'01' * 8}.{'02' * 8}.1.{int(time.time() * 1000)}.{'A' * 22}",
                    "mcp-registry-hop-worker": "x", "mcp-registry-hop-request": "{}"}  # fmt: skip
             forged = await direct.post(internal, json=body, headers={**session_headers(session_id), **hop})
             # A time field too large for a float (it raised OverflowError: a 500 and a logged traceback).
-            crafted = {**hop, "mcp-registry-hop": f"v2.{'01' * 8}.1.{'9' * 400}.{'A' * 22}"}
+            crafted = {**hop, "mcp-registry-hop": f"v2.{'01' * 8}.{'02' * 8}.1.{'9' * 400}.{'A' * 22}"}
             overflow = await direct.post(internal, json=body, headers={**session_headers(session_id), **crafted})
 
         assert (plain.status_code, forged.status_code, overflow.status_code) == (401, 403, 403)
@@ -450,3 +451,27 @@ async def test_a_404_from_the_owner_s_router_is_never_counted_as_served() -> Non
     assert response.status_code == 404
     assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="not_routed") == 1
     assert b.telemetry.metric_total(METRIC_REUSE) == 0
+
+
+async def test_an_owner_restarted_at_its_address_gives_a_prompt_404_not_a_502() -> None:
+    """A deploy or a crash and restart: a new process listens where the owner did. Its sessions are gone with
+    it; the client must get the spec's 404 (and start over) at once — it got 502 on every request."""
+    [port] = free_ports(1, "127.0.0.2")
+    listen = f"127.0.0.2:{port}"
+    b = Worker("worker-b")
+    async with b.running() as client_b:
+        async with Worker("worker-a", forward_listen=listen).running() as client_a:
+            session_id = await open_session(client_a)
+            assert (await whoami(client_b, session_id)).status_code == 200
+        restarted = Worker("worker-a", forward_listen=listen)
+        async with restarted.running():
+            started = time.monotonic()
+            answers = [(await whoami(client_b, session_id)).status_code for _ in range(3)]
+            took = time.monotonic() - started
+
+    assert answers == [404, 404, 404]
+    assert took < 3, "prompt: no timeout on the way"
+    assert b.telemetry.metric_total(METRIC_FORWARD_FAILURES, mcp_registry__forward__failure="owner_gone") == 3
+    assert restarted.telemetry.metric_total(METRIC_FORWARD_REFUSED, mcp_registry__forward__refusal="not_here") == 3
+    last = dict(b.telemetry.spans()[-1].attributes or {})
+    assert (last[ATTR_STATUS], last[ATTR_END_REASON]) == ("expired", "worker_lost")

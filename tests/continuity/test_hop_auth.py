@@ -116,9 +116,22 @@ def test_a_changed_sender_name_is_refused(signer: HopSigner) -> None:
 def test_a_hop_replayed_to_another_owner_is_refused(signer: HopSigner) -> None:
     """A captured hop sent to a listener other than the one its session names (finding 2)."""
     hop = sign(signer, destination=OWNER)
+    other = b"\x0b" * 8
 
-    assert verify(owner(boot=b"\x0b" * 8), hop) is Refusal.BAD_TAG
+    assert verify(owner(boot=other), hop) is Refusal.NOT_HERE
+    retargeted = hop[0].replace(OWNER.hex().encode(), other.hex().encode()), hop[1], hop[2]
+    assert verify(owner(boot=other), retargeted) is Refusal.BAD_TAG, "the owner's boot id is under the tag"
     assert verify(owner(boot=OWNER), hop) == "host-a:101"
+
+
+def test_an_authentic_hop_for_a_process_that_is_gone_says_so() -> None:
+    """A new process at the owner's address (a restart) tells the sender at once that its owner is gone."""
+    signer = HopSigner(KEY, boot=b"\x01" * 8, worker_id="host-a:101")
+    forged = HopSigner(b"pB4n1UQ8F0a7w2xR9eV3kJmZ5tYcHdLsGqNiAoXuWjE", boot=b"\x01" * 8, worker_id="host-a:101")
+    restarted = owner(boot=b"\x0c" * 8)
+
+    assert verify(restarted, sign(signer)) is Refusal.NOT_HERE
+    assert verify(restarted, sign(forged)) is Refusal.BAD_TAG, "only the deployment's workers learn that"
 
 
 @pytest.mark.parametrize(
@@ -128,16 +141,17 @@ def test_a_missing_header_is_missing(hop: Hop) -> None:
     assert verify(owner(), hop) is Refusal.MISSING
 
 
-BOOT = "01" * 8
+BOOT = "01" * 8 + "." + "0a" * 8
 TAG = "A" * 22
 
 
 @pytest.mark.parametrize(
     "header",
     [
-        b"", b"v2", b"v2.a.b.c.d", b"v1.0101010101010101.1.1.x", f"v2.{BOOT}.0.1.{TAG}".encode(),
+        b"", b"v2", b"v2.a.b.c.d.e", b"v1.0101010101010101.0a0a0a0a0a0a0a0a.1.1.x", f"v2.{BOOT}.0.1.{TAG}".encode(),
         f"v2.{BOOT}.-3.1.{TAG}".encode(), b"\xff", f"v2.{BOOT[:-1]}.1.1.{TAG}".encode(),
         f"v2.{BOOT[:-1]}g.1.1.{TAG}".encode(), f"v2.{BOOT}.1.1.{TAG}.extra".encode(),
+        f"v2.{'01' * 8}.1.1.{TAG}".encode(),  # the owner's boot id left out
         # numbers too large for a float or an int (finding 3: the listener answered 500 with a traceback)
         f"v2.{BOOT}.1.{'9' * 400}.{TAG}".encode(), f"v2.{BOOT}.{'9' * 400}.1.{TAG}".encode(),
         f"v2.{BOOT}.1.{'9' * 5000}.{TAG}".encode(), f"v2.{BOOT}.1.1e308.{TAG}".encode(),

@@ -193,7 +193,7 @@ def test_the_internal_listener_refuses_requests_that_were_not_forwarded(redis_se
         other = request_of(session_id + "x")
         moved = [(n, other if n == b"mcp-registry-hop-request" else v) for n, v in hop(session_id)]
         assert post(moved) == 403, "a hop moved to another session"
-        assert post(hop(session_id, to=b"\x09" * 8)) == 403, "a hop signed for another owner"
+        assert post(hop(session_id, to=b"\x09" * 8)) == 410, "an authentic hop for another process (gone)"
         assert post(hop(session_id, ago=3600)) == 403, "a hop from an hour ago"
         assert post(valid) == 200, "a hop the deployment's key signed"
         assert post(valid) == 403, "the same hop replayed"

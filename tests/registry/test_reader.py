@@ -87,11 +87,11 @@ async def test_counts_sum_every_minute_of_the_window(redis: Redis) -> None:
     assert doc["window_seconds"] == 3600
     sessions = doc["sessions"]
     assert (sessions["created"], sessions["ended"], sessions["live"]) == (6, 3, 3)
-    assert sessions["ended_by_reason"] == {"deleted": 2, "idle": 1, "shutdown": 0, "worker_lost": 0}
+    assert sessions["ended_by_reason"] == {"deleted": 2, "idle": 1, "shutdown": 0, "worker_lost": 0, "handed_over": 0}
     assert doc["lookups"] == {
         "local": 40, "cross_worker": 6, "expired": 1, "fabricated": 2, "malformed": 3, "unverified": 0, "missing": 0,
     }  # fmt: skip
-    assert doc["lookup_actions"] == {"pass": 40, "strip": 3, "ack_delete": 1, "reject": 8, "forward": 0}
+    assert doc["lookup_actions"] == {"pass": 40, "strip": 3, "ack_delete": 1, "reject": 8, "forward": 0, "adopt": 0}
     assert doc["lookup_legitimacy"] == {"legitimate": 47, "not_legitimate": 5, "unverified": 0}
     assert doc["protocol_eras"] == {"legacy": 60, "modern": 20, "legacy_share": 0.75}
     assert doc["dropped_events"] == {"total": 7, "by_worker": [{"worker": "B", "reason": "queue_full", "count": 7}]}
