@@ -133,7 +133,9 @@ def test_two_workers_on_a_three_master_cluster(redis_cluster: LocalCluster, work
     assert_exact(document, traffic)
     sessions = document["sessions"]
     assert sessions["live"] == len(traffic.held)
-    assert sessions["ended_by_reason"] == {"deleted": deleted, "idle": 0, "shutdown": 0, "worker_lost": 0, "handed_over": 0}
+    assert sessions["ended_by_reason"] == {
+        "deleted": deleted, "idle": 0, "shutdown": 0, "worker_lost": 0, "handed_over": 0,
+    }
     assert document["workers"] == workers.cluster.worker_ids
 
     spread = redis_cluster.keys_per_master(f"{PREFIX}:*")
