@@ -20,6 +20,7 @@ session (`registry.takeover`); then exactly one of these happens:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -32,10 +33,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcp_registry.binding import ManagerBinding
 from mcp_registry.config import RegistryConfig
 from mcp_registry.continuity.handshake import INITIALIZED, Handshake
+from mcp_registry.continuity.hop import HopResult
 from mcp_registry.continuity.sealed_id import Route
 from mcp_registry.decision import PROTOCOL_VERSION_HEADER, SESSION_HEADER
-from mcp_registry.outcomes import Action, AdoptReason, ForwardFailure, Status, TakeoverFailure, takeover_answer
-from mcp_registry.paths.asgi import error, response_session_id
+from mcp_registry.outcomes import (
+    Action,
+    AdoptReason,
+    ForwardFailure,
+    Status,
+    TakeoverFailure,
+    adopt_reason,
+    takeover_answer,
+)
+from mcp_registry.paths.asgi import error, replay, response_session_id
 from mcp_registry.paths.own import OwnSessionPath
 from mcp_registry.registry.events import ClientInfo
 from mcp_registry.registry.takeover import Claim
@@ -45,7 +55,12 @@ from mcp_registry.telemetry import ATTR_ADOPT_REASON, ATTR_FORWARD_FAILURE, ATTR
 if TYPE_CHECKING:
     from mcp_registry.continuity.node import ContinuityNode
 
-WAIT_FOR_ADOPTER_SECONDS: Final = 2.0
+logger = logging.getLogger(__name__)
+
+SUCCESSIONS: Final = 3
+"""Owners followed for one request: the adopter of a session may itself be gone (a rolling deploy moves a
+session from host to host), and is then taken over in turn."""
+WAIT_FOR_ADOPTER_SECONDS: Final = 4.0
 """How long a worker that lost the claim waits for the winner to name itself (it usually takes milliseconds)."""
 POLL_SECONDS: Final = 0.02
 REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
@@ -88,21 +103,32 @@ class TakeoverPath:
         h = self._runtime.hasher.hash(session_id)
         if h is None:
             return self._lost(TakeoverFailure.REGISTRY_UNAVAILABLE, session_id, protocol_version, started, scope)
-        try:
-            claim = await self._store.claim(h, self._config.worker_id)
-            if not claim.acquired and not _moved(claim, gone):
-                claim = await self._wait_for_adopter(h, gone)
-        except REDIS_ERRORS:
-            return self._lost(TakeoverFailure.REGISTRY_UNAVAILABLE, session_id, protocol_version, started, scope)
-        if claim.ended:
-            return await self._give_up(claim, h, TakeoverFailure.ENDED, session_id, protocol_version, started, scope)
-        if _moved(claim, gone):
+        for _ in range(SUCCESSIONS):
+            try:
+                claim = await self._store.claim(h, self._config.worker_id)
+                if not claim.acquired and not _moved(claim, gone):
+                    claim = await self._wait_for_adopter(h, gone)
+            except REDIS_ERRORS:
+                return self._lost(TakeoverFailure.REGISTRY_UNAVAILABLE, session_id, protocol_version, started, scope)
+            if claim.ended:
+                return await self._give_up(
+                    claim, h, TakeoverFailure.ENDED, session_id, protocol_version, started, scope
+                )
+            if not _moved(claim, gone):
+                break
             successor = Route.from_text(claim.route or "")
             assert successor is not None
             if claim.acquired:
                 await self._release(h)
             self._node.remember_successor(session_id, successor)
-            return await self._forward(successor, session_id, protocol_version, started, scope, receive, send)
+            hop = await self._node.forward(successor, scope, receive, send)
+            if hop.failure is None or hop.response_started or (next_reason := adopt_reason(hop.failure)) is None:
+                return self._forwarded(hop, session_id, protocol_version, started, scope)
+            # Its adopter is gone (or going) too, before anything reached it: take the session over from it.
+            self._node.forget_successor(session_id)
+            gone, reason, receive = successor, next_reason, replay(hop.replay or [], receive)
+        else:
+            return self._lost(TakeoverFailure.CLAIMED_ELSEWHERE, session_id, protocol_version, started, scope)
         if not claim.acquired:
             return self._lost(TakeoverFailure.CLAIMED_ELSEWHERE, session_id, protocol_version, started, scope)
         handshake = Handshake.decode(claim.handshake) if claim.handshake is not None else None
@@ -110,11 +136,18 @@ class TakeoverPath:
             return await self._give_up(
                 claim, h, TakeoverFailure.NOT_ADOPTABLE, session_id, protocol_version, started, scope
             )
-        failure = await self._adopt(session_id, handshake, scope)
+        route = self._node.route
+        if route is None or self._node.draining:  # a worker that is shutting down does not adopt
+            return await self._give_up(
+                claim, h, TakeoverFailure.CLAIMED_ELSEWHERE, session_id, protocol_version, started, scope
+            )
+        try:
+            failure = await self._adopt(session_id, handshake, scope)
+        except Exception:  # the SDK failing the replay (e.g. its manager stopping) must not keep the claim
+            logger.exception("mcp_registry: replaying a session's handshake failed")
+            failure = TakeoverFailure.REPLAY_FAILED
         if failure is not None:
             return await self._give_up(claim, h, failure, session_id, protocol_version, started, scope)
-        route = self._node.route
-        assert route is not None  # a worker that is draining does not adopt: its listener is gone
         client = ClientInfo.from_initialize({"clientInfo": handshake.client_info})
         takeover = (route.text, claim.handshake or "")
         self._runtime.adopted(session_id, client, takeover, reason)
@@ -155,21 +188,20 @@ class TakeoverPath:
         return None
 
     async def _wait_for_adopter(self, h: str, gone: Route) -> Claim:
-        """Another worker holds the claim: what the registry says once it names itself (or after the bound)."""
+        """Another worker holds the claim: what the registry says once it names itself, or the claim itself
+        when that worker gave it up or died (the claim expires); after the bound, a claim not acquired."""
         with anyio.move_on_after(WAIT_FOR_ADOPTER_SECONDS):
             while True:
                 await anyio.sleep(POLL_SECONDS)
-                claim = await self._store.current(h)
-                if claim.ended or _moved(claim, gone):
+                claim = await self._store.claim(h, self._config.worker_id)
+                if claim.acquired or claim.ended or _moved(claim, gone):
                     return claim
         return Claim(False, None, None, None, False)
 
-    async def _forward(
-        self, successor: Route, session_id: str, protocol_version: str | None, started: int, scope: Scope,
-        receive: Receive, send: Send,
+    def _forwarded(
+        self, hop: HopResult, session_id: str, protocol_version: str | None, started: int, scope: Scope
     ) -> Lost | None:
-        """Send the request to the worker that adopted the session (this worker has read what it read)."""
-        hop = await self._node.forward(successor, scope, receive, send)
+        """Account for a hop to the worker that adopted the session; `Lost` if it failed before any answer."""
         if hop.failure is None or hop.response_started:
             attributes: dict[str, AttributeValue] = {}
             if hop.failure is not None:

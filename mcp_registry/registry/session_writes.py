@@ -91,7 +91,11 @@ class SessionWrites:
         for closed in self.closed:
             ended = self._written.pop(closed.session_id, _Written())
             if closed.reason is EndReason.HANDED_OVER:
-                continue  # it lives on: its live key stays for another worker to adopt it (no tombstone)
+                # It lives on: its live key is written once more (a full TTL for another worker to adopt it,
+                # however long the server's graceful shutdown took), and no tombstone.
+                if ended.takeover is not None:
+                    commands.append(self._live_command(closed.session_id, ended))
+                continue
             h = self._hash(closed.session_id, ended)
             commands.append(("delete", (self._keys.session(h),), {}))
             tombstone = key_schema.tombstone_value(self._worker, closed.ended_at, ended.client)

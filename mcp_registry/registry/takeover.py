@@ -19,8 +19,9 @@ from mcp_registry.registry.client import RegistryRedis, connect
 from mcp_registry.registry.ops import RedisOps
 from mcp_registry.telemetry import Telemetry
 
-CLAIM_MILLISECONDS: Final = 10_000
-"""How long a claim holds when its worker never releases it (it died mid-adoption)."""
+CLAIM_MILLISECONDS: Final = 3_000
+"""How long a claim holds when its worker never releases it (it died mid-adoption); an adoption takes
+milliseconds (measured in bench/README.md)."""
 CONNECTIONS: Final = 8
 """Takeover's own small pool: adoptions never wait behind the background writer."""
 RELEASE_IF_MINE: Final = """
