@@ -1,10 +1,11 @@
-"""Legacy sessions survive a rolling deploy (`MCP_SESSION_CONTINUITY=adopt`), with real everything.
+"""Legacy sessions survive a rolling deploy and a crash (`MCP_SESSION_CONTINUITY=adopt`), with real everything.
 
 Two hosts (`uvicorn --workers 2` on 127.0.0.2 and 127.0.0.3, the demo app) behind a real nginx doing
 round robin (`deploy/nginx-rolling-deploy.conf`), one real redis-server. Three official Python clients
 (`mode="legacy"`) and the TypeScript SDK client each hold one session and call a tool every 50 ms. A
 rolling deploy restarts each host in turn as users do it: SIGTERM, then the new version on the same
-address. Not one call may fail: the sessions of the host that goes are adopted by the other.
+address. Not one call may fail: the sessions of the host that goes are adopted by the other. A host
+SIGKILLed (its workers too) and restarted costs each client at most the call in flight.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,9 +23,11 @@ import pytest
 from mcp import Client, Implementation
 
 from mcp_registry.audit.run import read_report
+from mcp_registry.demo._process import kill
 from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
 from mcp_registry.demo.proxies import Nginx, nginx_on_path
+from mcp_registry.demo.redis_cluster import wait_until
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.env import (
     ENV_CONTINUITY,
@@ -53,7 +55,9 @@ PYTHON_CLIENTS: Final = 3
 def host_env(address: str, redis_url: str) -> dict[str, str]:
     return {
         ENV_CONTINUITY: "adopt", ENV_HASH_KEY: KEY, ENV_FORWARD_LISTEN: f"{address}:0", ENV_REGISTRY: "1",
-        ENV_URL: redis_url, ENV_PREFIX: PREFIX, ENV_REFRESH_SECONDS: "1", ENV_JSON_RESPONSE: "1",
+        # A live key lives 3 refreshes (15 s): longer than a host's graceful shutdown (7 s here, uvicorn's
+        # --timeout-graceful-shutdown), so that a session is still there to adopt when its owner exits.
+        ENV_URL: redis_url, ENV_PREFIX: PREFIX, ENV_REFRESH_SECONDS: "5", ENV_JSON_RESPONSE: "1",
         ENV_ALLOWED_HOSTS: ",".join(f"{a}:*" for a in ("127.0.0.1", *ADDRESSES)),
     }  # fmt: skip
 
@@ -69,6 +73,15 @@ def deployment(redis_url: str) -> Iterator[tuple[list[UvicornHost], Nginx]]:
         finally:
             for host in hosts:  # the ones the deploy started (stopping twice is a no-op)
                 host.stop()
+
+
+def crash_and_restart(hosts: list[UvicornHost], redis_url: str) -> None:
+    """The first host's process group SIGKILLed (no shutdown, no handover), then started again."""
+    old = hosts[0]
+    assert old._proc is not None
+    kill(old._proc)
+    old.stop()
+    hosts[0] = UvicornHost(old.address, workers=2, env=host_env(old.address, redis_url), port=old.port).start()
 
 
 def rolling_deploy(hosts: list[UvicornHost], redis_url: str) -> None:
@@ -93,8 +106,10 @@ async def python_client(url: str, n: int, stop: anyio.Event, results: list[dict[
     results.append(outcome)
 
 
-@pytest.mark.timeout(300)
-def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
+def drive(redis_server: RedisServer, event: Callable[[list[UvicornHost], str], None], *, adoptions: int) -> tuple[
+    list[dict[str, Any]], dict[str, Any], Any
+]:
+    """Clients calling every 50 ms through the balancer while `event` happens to the hosts."""
     require((CLIENT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir(), "the TypeScript SDK client")
     with deployment(redis_server.url) as (hosts, balancer):
         url = f"{balancer.url}/mcp"
@@ -107,19 +122,27 @@ def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
             async with anyio.create_task_group() as tg:
                 for n in range(PYTHON_CLIENTS):
                     tg.start_soon(python_client, url, n, stop, results)
-                await anyio.sleep(2)  # the sessions open and calls flow before the deploy
-                started = time.monotonic()
-                await anyio.to_thread.run_sync(rolling_deploy, hosts, redis_server.url)
-                results.append({"client": "deploy", "seconds": time.monotonic() - started})
-                await anyio.sleep(2)  # calls on the new versions
+                await anyio.sleep(2)  # the sessions open and calls flow first
+                await anyio.to_thread.run_sync(event, hosts, redis_server.url)
+                await anyio.sleep(2)  # calls after it
                 stop.set()
 
         anyio.run(scenario)
-        out, err = ts.communicate(timeout=120)
-        report = read_report(redis_server.url, prefix=PREFIX, since=600)
+        ts.terminate()  # it runs for 40 s at most: enough of it was seen
+        out, err = ts.communicate(timeout=30)
+        # The workers flush their counts every refresh (5 s): read until every adoption is in.
+        report = wait_until(lambda: read_report(redis_server.url, prefix=PREFIX, since=600),
+                            lambda r: sum(n for _, n in r.takeover.adopted) >= adoptions,
+                            bound=15, what="the audit to count the adoptions")  # fmt: skip
+    outcome: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"errors": [err[-500:]]}
+    return results, outcome, report
 
-    ts_result: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"errors": [err[-500:]]}
-    clients = [r for r in results if r["client"] != "deploy"]
+
+
+@pytest.mark.timeout(300)
+def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
+    clients, ts_result, report = drive(redis_server, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
+
     assert len(clients) == PYTHON_CLIENTS
     assert ts_result.get("connected"), ts_result
     failures = {r["client"]: r["errors"] for r in clients if r["failed"]} | (
@@ -130,3 +153,14 @@ def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
     assert ts_result["ok"] > 50, ts_result
     adopted = sum(n for _, n in report.takeover.adopted)
     assert adopted >= PYTHON_CLIENTS + 1, f"every session moved at least once: {report.takeover}"
+
+
+@pytest.mark.timeout(300)
+def test_a_crashed_host_costs_each_client_at_most_the_call_in_flight(redis_server: RedisServer) -> None:
+    clients, ts_result, report = drive(redis_server, crash_and_restart, adoptions=1)
+
+    assert ts_result.get("connected"), ts_result
+    failed = {r["client"]: r["failed"] for r in clients} | {"typescript": ts_result.get("failed", 0)}
+    assert max(failed.values()) <= 1, (failed, [r["errors"] for r in clients], ts_result.get("errors"))
+    assert all(r["ok"] > 50 for r in clients), clients
+    assert dict(report.takeover.adopted).get("owner_gone", 0) >= 1, report.takeover

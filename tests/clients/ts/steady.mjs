@@ -1,5 +1,6 @@
 // The TypeScript SDK client holding one session and calling a tool every PERIOD ms for SECONDS
-// seconds (through a rolling deploy, say); prints one JSON line: calls, failures and their errors.
+// seconds (through a rolling deploy, say), or until SIGTERM; prints one JSON line: calls, failures and
+// their errors.
 // Usage: node steady.mjs URL SECONDS PERIOD_MS
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -11,11 +12,13 @@ const result = { connected: false, ok: 0, failed: 0, errors: [], sessionId: null
 const client = new Client({ name: "ts-steady", version: "1.0.0" });
 const transport = new StreamableHTTPClientTransport(new URL(url));
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+let stopped = false;
+process.on("SIGTERM", () => { stopped = true; });
 try {
   await client.connect(transport);
   result.connected = true;
   result.sessionId = transport.sessionId;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !stopped) {
     try {
       await client.callTool({ name: "add", arguments: { a: 1, b: 2 } });
       result.ok += 1;
