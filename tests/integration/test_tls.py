@@ -33,6 +33,7 @@ import redis
 from mcp_registry.demo import _process
 from mcp_registry.demo.redis_server import redis_server_on_path
 from mcp_registry.env import ENV_REFRESH_SECONDS, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY
+from mcp_registry.registry import key_schema
 from mcp_registry.testing import initialize_request, session_headers, tool_call
 from tests.conftest import require
 from tests.integration.test_faults import (
@@ -187,7 +188,7 @@ def test_the_registry_writes_and_the_audit_reads_through_tls_and_acl_users(
     with tls_redis.client(tls_redis.auditor_url) as r:
         session_keys = poll(lambda: list(r.scan_iter(f"{PREFIX}:s:*")), lambda k: len(k) == 3, bound=RECOVERY_BOUND)
         assert len(session_keys) == 3
-        assert {r.get(key) for key in session_keys} == {"worker-0"}
+        assert {key_schema.parse_live(r.get(key))[0] for key in session_keys} == {"worker-0"}
         with pytest.raises(redis.exceptions.NoPermissionError):
             r.set(f"{PREFIX}:probe", "x")  # the auditor cannot write
 
