@@ -16,6 +16,7 @@ sharing a real redis-server. What a user would check:
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from collections.abc import AsyncIterator
@@ -27,9 +28,11 @@ import pytest
 import redis.asyncio
 
 from mcp_registry import RegistryConfig, SessionRegistryMiddleware
+from mcp_registry.config import Continuity
 from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.env import ConfigError
 from mcp_registry.registry import hasher, key_schema
-from mcp_registry.telemetry import ATTR_ID_HASH, ATTR_ORIGIN_WORKER, ATTR_STATUS, ATTR_WORKER_ID
+from mcp_registry.telemetry import ATTR_ACTION, ATTR_ID_HASH, ATTR_ORIGIN_WORKER, ATTR_STATUS, ATTR_WORKER_ID
 from mcp_registry.testing import (
     CapturedTelemetry,
     capture_telemetry,
@@ -140,3 +143,56 @@ async def test_a_framework_app_wrapped_as_it_is(framework: Framework, redis_serv
             after_end = await http.post(f"{url_a}/mcp", json=call, headers=session_headers(session_id))
             assert after_end.status_code == 404
             assert (await until_classified(captured, "worker-0", 4))[-1:] == [("expired", "worker-0")]
+
+
+def _continuity_supported() -> bool:
+    """Continuity (and so takeover) needs mcp >= 1.29: its manager admits sessions in one place."""
+    major, minor = (int(part) for part in importlib.metadata.version("mcp").split(".")[:2])
+    return (major, minor) >= (1, 29)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS, ids=[f.name for f in FRAMEWORKS])
+async def test_a_session_whose_worker_stopped_is_adopted_on_every_line(
+    framework: Framework, redis_server: RedisServer
+) -> None:
+    """`MCP_SESSION_CONTINUITY=adopt` on each supported line: worker-0 opens a session and stops (its lifespan
+    ends, as on SIGTERM); the session's next request reaches worker-1, which takes it over under the same id."""
+    captured = capture_telemetry()
+
+    def worker(i: int) -> SessionRegistryMiddleware:
+        return SessionRegistryMiddleware(
+            framework.build(),
+            config=RegistryConfig(enabled=True, url=redis_server.url, prefix=f"{PREFIX}-adopt", worker_id=f"worker-{i}",
+                                  hash_key=HASH_KEY, refresh_seconds=1, continuity=Continuity.ADOPT,
+                                  forward_listen=f"127.0.0.{2 + i}:0"),
+            tracer_provider=captured.tracer_provider, meter_provider=captured.meter_provider,
+        )  # fmt: skip
+
+    if not _continuity_supported():
+        with pytest.raises((ConfigError, RuntimeError), match=r"mcp >= 1\.29"):
+            async with serve(worker(0), host="127.0.0.2"):
+                pass
+        return
+    call = tool_call("add", {"a": 1, "b": 2})
+    opening = initialize_request("compat")
+    async with httpx.AsyncClient(timeout=15, headers=framework.headers) as http, serve(
+        worker(1), host="127.0.0.3"
+    ) as url_b:
+        async with serve(worker(0), host="127.0.0.2") as url_a:
+            opened = await http.post(f"{url_a}/mcp", json=opening, headers=session_headers(None))
+            assert opened.status_code == 200, opened.text
+            session_id = opened.headers["mcp-session-id"]
+            own = await http.post(f"{url_a}/mcp", json=call, headers=session_headers(session_id))
+            assert own.status_code == 200
+            key = key_schema.KeySchema(f"{PREFIX}-adopt").session(hasher.id_hash(HASH_KEY, session_id))
+            async with redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True) as r:
+                with anyio.fail_after(10):  # its handshake is stored
+                    while not isinstance(value := await r.get(key), str) or key_schema.parse_takeover(value) is None:
+                        await anyio.sleep(0.05)
+        adopted = await http.post(f"{url_b}/mcp", json=call, headers=session_headers(session_id))
+        again = await http.post(f"{url_b}/mcp", json=call, headers=session_headers(session_id))
+
+    assert adopted.status_code == 200, adopted.text
+    assert '"text":"3"' in adopted.text.replace(" ", "")
+    assert again.status_code == 200
+    assert any((s.attributes or {}).get(ATTR_ACTION) == "adopt" for s in captured.spans())
