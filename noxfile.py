@@ -50,7 +50,7 @@ def frameworks(session: nox.Session, line: str) -> None:
     requirement, expected, extra = LINES[line]
     session.install(requirement, "uvicorn")
     before = _installed(session, "mcp")
-    session.install(".[otel]", *TEST_DEPS)
+    session.install(".[otel,continuity]", *TEST_DEPS)
     after = _installed(session, "mcp")
     if after != before:
         session.error(f"installing mcp-session-continuity moved mcp from {before} to {after} under {requirement}")
