@@ -120,6 +120,15 @@ def redis(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+async def a_session_whose_owner_stopped(redis: str) -> str:
+    """A session opened on worker-a, its handshake stored, and worker-a shut down (as on SIGTERM)."""
+    a = Worker("worker-a", redis)
+    async with a.running() as client_a:
+        session_id = await open_session(client_a)
+        await stored(redis, a, session_id)
+    return session_id
+
+
 async def test_a_session_whose_owner_is_gone_is_adopted_under_the_same_id(redis: str) -> None:
     b = Worker("worker-b", redis)
     async with b.running() as client_b:
@@ -146,10 +155,7 @@ async def test_a_third_worker_forwards_to_the_adopter_after_one_registry_read(re
     async with AsyncExitStack() as stack:
         client_b = await stack.enter_async_context(b.running())
         client_c = await stack.enter_async_context(c.running())
-        a = Worker("worker-a", redis)
-        async with a.running() as client_a:
-            session_id = await open_session(client_a)
-            await stored(redis, a, session_id)
+        session_id = await a_session_whose_owner_stopped(redis)
         assert text(await call(client_b, session_id)) == "worker-b"
 
         from_c = [text(await call(client_c, session_id)) for _ in range(3)]
@@ -165,10 +171,7 @@ async def test_two_workers_adopting_at_once_make_one_owner(redis: str) -> None:
     async with AsyncExitStack() as stack:
         client_b = await stack.enter_async_context(b.running())
         client_c = await stack.enter_async_context(c.running())
-        a = Worker("worker-a", redis)
-        async with a.running() as client_a:
-            session_id = await open_session(client_a)
-            await stored(redis, a, session_id)
+        session_id = await a_session_whose_owner_stopped(redis)
         answers: list[str] = []
 
         async def request(client: httpx.AsyncClient, request_id: int) -> None:
