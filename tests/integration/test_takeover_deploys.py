@@ -27,7 +27,7 @@ from mcp_registry.demo._process import kill
 from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
 from mcp_registry.demo.proxies import Nginx, nginx_on_path
-from mcp_registry.demo.redis_cluster import wait_until
+from mcp_registry.demo.redis_cluster import LocalCluster, wait_until
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.env import (
     ENV_CONTINUITY,
@@ -106,12 +106,12 @@ async def python_client(url: str, n: int, stop: anyio.Event, results: list[dict[
     results.append(outcome)
 
 
-def drive(redis_server: RedisServer, event: Callable[[list[UvicornHost], str], None], *, adoptions: int) -> tuple[
+def drive(redis_url: str, event: Callable[[list[UvicornHost], str], None], *, adoptions: int) -> tuple[
     list[dict[str, Any]], dict[str, Any], Any
 ]:
     """Clients calling every 50 ms through the balancer while `event` happens to the hosts."""
     require((CLIENT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir(), "the TypeScript SDK client")
-    with deployment(redis_server.url) as (hosts, balancer):
+    with deployment(redis_url) as (hosts, balancer):
         url = f"{balancer.url}/mcp"
         ts = subprocess.Popen(["node", str(CLIENT_DIR / "steady.mjs"), url, "40", str(int(PERIOD * 1000))],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -123,7 +123,7 @@ def drive(redis_server: RedisServer, event: Callable[[list[UvicornHost], str], N
                 for n in range(PYTHON_CLIENTS):
                     tg.start_soon(python_client, url, n, stop, results)
                 await anyio.sleep(2)  # the sessions open and calls flow first
-                await anyio.to_thread.run_sync(event, hosts, redis_server.url)
+                await anyio.to_thread.run_sync(event, hosts, redis_url)
                 await anyio.sleep(2)  # calls after it
                 stop.set()
 
@@ -131,7 +131,7 @@ def drive(redis_server: RedisServer, event: Callable[[list[UvicornHost], str], N
         ts.terminate()  # it runs for 40 s at most: enough of it was seen
         out, err = ts.communicate(timeout=30)
         # The workers flush their counts every refresh (5 s): read until every adoption is in.
-        report = wait_until(lambda: read_report(redis_server.url, prefix=PREFIX, since=600),
+        report = wait_until(lambda: read_report(redis_url, prefix=PREFIX, since=600),
                             lambda r: sum(n for _, n in r.takeover.adopted) >= adoptions,
                             bound=15, what="the audit to count the adoptions")  # fmt: skip
     outcome: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"errors": [err[-500:]]}
@@ -139,10 +139,7 @@ def drive(redis_server: RedisServer, event: Callable[[list[UvicornHost], str], N
 
 
 
-@pytest.mark.timeout(300)
-def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
-    clients, ts_result, report = drive(redis_server, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
-
+def assert_no_call_failed(clients: list[dict[str, Any]], ts_result: dict[str, Any]) -> None:
     assert len(clients) == PYTHON_CLIENTS
     assert ts_result.get("connected"), ts_result
     failures = {r["client"]: r["errors"] for r in clients if r["failed"]} | (
@@ -151,13 +148,30 @@ def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
     assert failures == {}, failures
     assert all(r["ok"] > 50 for r in clients), clients
     assert ts_result["ok"] > 50, ts_result
+
+
+@pytest.mark.timeout(300)
+def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
+    clients, ts_result, report = drive(redis_server.url, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
+
+    assert_no_call_failed(clients, ts_result)
     adopted = sum(n for _, n in report.takeover.adopted)
     assert adopted >= PYTHON_CLIENTS + 1, f"every session moved at least once: {report.takeover}"
 
 
 @pytest.mark.timeout(300)
+def test_a_rolling_deploy_on_a_redis_cluster_fails_no_call(redis_server_on_path_required: None) -> None:
+    """The same deploy with the registry on a 3-master Redis Cluster (the claim is one slot: `{H}`)."""
+    with LocalCluster(masters=3) as cluster:
+        clients, ts_result, report = drive(cluster.url, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
+
+    assert_no_call_failed(clients, ts_result)
+    assert sum(n for _, n in report.takeover.adopted) >= PYTHON_CLIENTS + 1, report.takeover
+
+
+@pytest.mark.timeout(300)
 def test_a_crashed_host_costs_each_client_at_most_the_call_in_flight(redis_server: RedisServer) -> None:
-    clients, ts_result, report = drive(redis_server, crash_and_restart, adoptions=1)
+    clients, ts_result, report = drive(redis_server.url, crash_and_restart, adoptions=1)
 
     assert ts_result.get("connected"), ts_result
     failed = {r["client"]: r["failed"] for r in clients} | {"typescript": ts_result.get("failed", 0)}
