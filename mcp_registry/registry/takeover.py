@@ -70,14 +70,6 @@ class TakeoverStore:
         acquired, live, tombstones = await self._ops.execute(pipe, "takeover")
         return _claim(bool(acquired), live, bool(tombstones))
 
-    async def current(self, h: str) -> Claim:
-        """What the live key says now (read while another worker adopts the session)."""
-        pipe = self._client().pipeline(transaction=False)
-        pipe.get(self._keys.session(h))
-        pipe.exists(self._keys.tombstone(h))
-        live, tombstones = await self._ops.execute(pipe, "takeover")
-        return _claim(False, live, bool(tombstones))
-
     async def publish(
         self, h: str, worker: str, client: key_schema.Client, takeover: tuple[str, str]
     ) -> None:
