@@ -5,7 +5,9 @@ round robin (`deploy/nginx-rolling-deploy.conf`), one real redis-server. Three o
 (`mode="legacy"`) and the TypeScript SDK client each hold one session and call a tool every 50 ms. A
 rolling deploy restarts each host in turn as users do it: SIGTERM, then the new version on the same
 address. Not one call may fail: the sessions of the host that goes are adopted by the other. A host
-SIGKILLed (its workers too) and restarted costs each client at most the call in flight.
+SIGKILLed (its workers too) and restarted costs each client at most the call in flight. The rolling
+deploy is also run with the registry on a 3-master Redis Cluster, and on Sentinel after the Redis
+master itself failed over (the handshakes are read from the promoted replica).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from mcp_registry.demo._process import kill
 from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
 from mcp_registry.demo.proxies import Nginx, nginx_on_path
-from mcp_registry.demo.redis_cluster import LocalCluster, wait_until
+from mcp_registry.demo.redis_cluster import LocalCluster, LocalSentinel, wait_until
+from mcp_registry.demo.redis_cluster import client as redis_client
 from mcp_registry.demo.redis_server import RedisServer
 from mcp_registry.env import (
     ENV_CONTINUITY,
@@ -167,6 +170,30 @@ def test_a_rolling_deploy_on_a_redis_cluster_fails_no_call(redis_server_on_path_
 
     assert_no_call_failed(clients, ts_result)
     assert sum(n for _, n in report.takeover.adopted) >= PYTHON_CLIENTS + 1, report.takeover
+
+
+@pytest.mark.timeout(300)
+def test_a_rolling_deploy_after_a_sentinel_failover_fails_no_call(redis_sentinel: LocalSentinel) -> None:
+    """Sentinel: the Redis master is killed and a replica promoted, then the hosts are deployed in turn."""
+
+    def failover_then_deploy(hosts: list[UvicornHost], redis_url: str) -> None:
+        old = redis_sentinel.master()
+        wait_until(lambda: replication_lag(redis_sentinel), lambda lag: lag == 0, bound=10,
+                   what="the replica to hold every handshake")  # fmt: skip
+        old.kill()
+        assert redis_sentinel.wait_failover(old) is not old
+        rolling_deploy(hosts, redis_url)
+
+    clients, ts_result, report = drive(redis_sentinel.url, failover_then_deploy, adoptions=PYTHON_CLIENTS + 1)
+
+    assert_no_call_failed(clients, ts_result)
+    assert sum(n for _, n in report.takeover.adopted) >= PYTHON_CLIENTS + 1, report.takeover
+
+
+def replication_lag(sentinel: LocalSentinel) -> int:
+    master, replica = sentinel.data[0], sentinel.data[1]
+    with redis_client(master) as m, redis_client(replica) as r:
+        return int(m.info("replication")["master_repl_offset"]) - int(r.info("replication")["slave_repl_offset"])
 
 
 @pytest.mark.timeout(300)
