@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mcp_registry.adoption import Adoption
 from mcp_registry.config import RegistryConfig
 from mcp_registry.env import ConfigError
 from mcp_registry.outcomes import StalePolicy
@@ -19,7 +20,7 @@ from mcp_registry.outcomes import StalePolicy
 if TYPE_CHECKING:
     from mcp_registry.handler import SessionRegistryMiddleware
 
-__all__ = ["ConfigError", "RegistryConfig", "SessionRegistryMiddleware", "StalePolicy"]
+__all__ = ["Adoption", "ConfigError", "RegistryConfig", "SessionRegistryMiddleware", "StalePolicy"]
 
 
 def __getattr__(name: str) -> Any:

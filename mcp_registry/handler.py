@@ -36,6 +36,7 @@ from mcp_registry.paths.stale import StalePath
 from mcp_registry.runtime import WorkerRuntime
 
 if TYPE_CHECKING:
+    from mcp_registry.adoption import OnAdopted
     from mcp_registry.continuity.node import ContinuityNode
     from mcp_registry.continuity.owner import OwnerSide
     from mcp_registry.paths.takeover import TakeoverPath
@@ -56,6 +57,9 @@ class SessionRegistryMiddleware:
     `config=None` reads the `MCP_SESSION_*` environment variables; an invalid value raises
     `ConfigError` here, at start-up. Background work runs inside the ASGI lifespan; an app
     whose server sends no lifespan events can run it with `async with middleware.running():`.
+
+    `on_adopted` (with `MCP_SESSION_CONTINUITY=adopt`) is called once per session this worker takes
+    over from a worker that is gone, before that session's request is served: see `Adoption`.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class SessionRegistryMiddleware:
         config: RegistryConfig | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        on_adopted: OnAdopted | None = None,
     ) -> None:
         self.app = app
         self.config = config if config is not None else RegistryConfig.from_env()
@@ -98,7 +103,9 @@ class SessionRegistryMiddleware:
         if self.continuity is not None and self.runtime.takeover is not None:
             from mcp_registry.paths.takeover import TakeoverPath, takeover_fields
 
-            takeover = TakeoverPath(app, self.config, self.runtime, self._binding, self._own, self.continuity)
+            takeover = TakeoverPath(
+                app, self.config, self.runtime, self._binding, self._own, self.continuity, on_adopted
+            )
             fields = takeover_fields(self.continuity, self._binding, self.runtime)
         self._opening = OpeningPath(app, self.runtime, self._binding, fields)
         self._stale = StalePath(

@@ -20,6 +20,7 @@ session (`registry.takeover`); then exactly one of these happens:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from opentelemetry.util.types import AttributeValue
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_registry.adoption import Adoption, OnAdopted
 from mcp_registry.binding import ManagerBinding
 from mcp_registry.config import RegistryConfig
 from mcp_registry.continuity.handshake import INITIALIZED, Handshake
@@ -85,6 +87,7 @@ class TakeoverPath:
         binding: ManagerBinding,
         own: OwnSessionPath,
         continuity: ContinuityNode,
+        on_adopted: OnAdopted | None = None,
     ) -> None:
         assert runtime.takeover is not None
         self._app = app
@@ -94,6 +97,7 @@ class TakeoverPath:
         self._binding = binding
         self._own = own
         self._node = continuity
+        self._on_adopted = on_adopted
 
     async def __call__(
         self, session_id: str, gone: Route, reason: AdoptReason, protocol_version: str | None, started: int,
@@ -156,8 +160,21 @@ class TakeoverPath:
             await self._store.publish(h, self._config.worker_id, (client.name, client.version), takeover)
         self._span(Status.CROSS_WORKER, Action.ADOPT, session_id, claim.owner, protocol_version, started, scope,
                    {ATTR_ADOPT_REASON: reason.value})  # fmt: skip
+        if self._on_adopted is not None:
+            await self._tell_app(Adoption(session_id, reason, claim.owner, handshake.protocol_version,
+                                          client.name, client.version))  # fmt: skip
         await self._own(session_id, scope, receive, send)
         return None
+
+    async def _tell_app(self, adoption: Adoption) -> None:
+        """The application's `on_adopted` hook; what it raises is logged, never the client's problem."""
+        assert self._on_adopted is not None
+        try:
+            result = self._on_adopted(adoption)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("mcp_registry: the application's on_adopted hook raised (the request is served)")
 
     # --- adopting ------------------------------------------------------------------------------------
     async def _adopt(self, session_id: str, handshake: Handshake, scope: Scope) -> TakeoverFailure | None:

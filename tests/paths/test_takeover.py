@@ -16,12 +16,15 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 from redis.asyncio import Redis
 
-from mcp_registry import RegistryConfig, SessionRegistryMiddleware
+from mcp_registry import Adoption, RegistryConfig, SessionRegistryMiddleware
+from mcp_registry.adoption import OnAdopted
 from mcp_registry.config import Continuity
 from mcp_registry.demo.redis_server import RedisServer
+from mcp_registry.outcomes import AdoptReason
 from mcp_registry.registry import key_schema
 from mcp_registry.telemetry import ATTR_ACTION, ATTR_STATUS, METRIC_ADOPTED, METRIC_TAKEOVER_FAILURES
 from mcp_registry.testing import (
+    LEGACY_VERSION,
     CapturedTelemetry,
     capture_telemetry,
     initialize_request,
@@ -45,15 +48,17 @@ class Tokens:
 class Worker:
     """One worker of the deployment: the demo-like app (`whoami`, `count`) wrapped with takeover on."""
 
-    def __init__(self, name: str, redis_url: str, *, auth: bool = False) -> None:
+    def __init__(self, name: str, redis_url: str, *, auth: bool = False, on_adopted: OnAdopted | None = None) -> None:
         settings = AuthSettings(issuer_url=AnyHttpUrl("https://auth.example"),
                                 resource_server_url=AnyHttpUrl("http://127.0.0.1:8000/mcp"),
                                 validate_token_resource=False)  # fmt: skip
         server = MCPServer(name, token_verifier=Tokens(), auth=settings) if auth else MCPServer(name)
         calls: dict[str, int] = {}
+        self.served: list[str] = []
 
         @server.tool()
         def whoami() -> str:
+            self.served.append("whoami")
             return name
 
         @server.tool()
@@ -70,6 +75,7 @@ class Worker:
                 prefix=PREFIX, refresh_seconds=1.0, forward_listen="127.0.0.1:0",
             ),
             tracer_provider=self.telemetry.tracer_provider, meter_provider=self.telemetry.meter_provider,
+            on_adopted=on_adopted,
         )
 
     @asynccontextmanager
@@ -148,6 +154,40 @@ async def test_a_session_whose_owner_is_gone_is_adopted_under_the_same_id(redis:
     adopt = [dict(s.attributes or {}) for s in b.telemetry.spans() if (s.attributes or {}).get(ATTR_ACTION) == "adopt"]
     assert [(s[ATTR_STATUS]) for s in adopt] == ["cross_worker"]
     assert b.telemetry.metric_total(METRIC_ADOPTED, mcp_registry__takeover__reason="owner_gone") == 1
+
+
+async def test_the_application_learns_of_an_adoption_before_the_request_is_served(redis: str) -> None:
+    told: list[Adoption] = []
+
+    async def reload_state(adoption: Adoption) -> None:
+        told.append(adoption)
+        b.served.append("hook")  # (where an application reloads the session's state from its own store)
+
+    b = Worker("worker-b", redis, on_adopted=reload_state)
+    async with b.running() as client_b:
+        session_id = await a_session_whose_owner_stopped(redis)
+        first = await call(client_b, session_id)
+        later = [await call(client_b, session_id, request_id=n) for n in (3, 4)]
+
+    assert [text(r) for r in (first, *later)] == ["worker-b"] * 3
+    assert told == [Adoption(session_id=session_id, reason=AdoptReason.OWNER_GONE, previous_owner="worker-a",
+                             protocol_version=LEGACY_VERSION, client_name="takeover-test",
+                             client_version="1.0")]  # fmt: skip
+    assert b.served == ["hook", "whoami", "whoami", "whoami"], "once, before the adopted session's first request"
+
+
+async def test_a_hook_that_raises_never_fails_the_request(redis: str, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(adoption: Adoption) -> None:
+        raise RuntimeError("the application's store is down")
+
+    b = Worker("worker-b", redis, on_adopted=broken)
+    async with b.running() as client_b:
+        session_id = await a_session_whose_owner_stopped(redis)
+        response = await call(client_b, session_id)
+
+    assert text(response) == "worker-b"
+    assert "on_adopted hook raised" in caplog.text
+    assert session_id not in caplog.text, "a session id is a secret: never logged"
 
 
 async def test_a_third_worker_forwards_to_the_adopter_after_one_registry_read(redis: str) -> None:
