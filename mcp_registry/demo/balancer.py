@@ -2,10 +2,12 @@
 
 It is what puts a legacy MCP session's requests on several workers: unlike a per-connection
 balancer, two requests on one keep-alive connection usually reach two different workers.
-Request and response bodies stream through (SSE included); status and headers are preserved
-except the hop-by-hop ones. A connection refused by one upstream is retried on the next, as
-nginx does, when no request byte has been sent yet. `GET /_balancer/stats` answers the number
-of requests each upstream answered, and how many found none.
+Response bodies stream through (SSE included); a request body is read first (as nginx buffers it
+by default, up to `MAX_BODY`); status and headers are preserved except the hop-by-hop ones. A
+request that an upstream refused or dropped before answering — its port closed, or a kept-alive
+connection it closed as it shut down — is sent to the next upstream, as nginx does with
+`proxy_next_upstream error non_idempotent`: a restarting worker costs no request.
+`GET /_balancer/stats` answers the number of requests each upstream answered, and how many found none.
 
 Run it in a child process with `Balancer`, or directly::
 
@@ -20,7 +22,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Self
 
@@ -31,6 +33,8 @@ from starlette.types import Message, Receive, Scope, Send
 from mcp_registry.demo import _process
 
 STATS_PATH: Final = "/_balancer/stats"
+MAX_BODY: Final = 16 * 1024 * 1024
+"""A larger request body is answered 413 (MCP messages are small)."""
 HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
      "transfer-encoding", "upgrade", "host"}
@@ -67,38 +71,28 @@ class BalancerApp:
         await self._forward(scope, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body_started = False
-
-        async def request_body() -> AsyncIterator[bytes]:
-            nonlocal body_started
-            body_started = True
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                more = message.get("more_body", False)
-                if chunk := message.get("body", b""):
-                    yield chunk
-
         headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_BY_HOP]
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        try:
+            body = await _read_body(receive) if has_body else None
+        except BodyTooLargeError:
+            await _plain(send, 413, b"request body too large\n")
+            return
+        if has_body and body is None:  # the client left
+            return
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
-        for _ in self.upstreams:
-            upstream = self.upstreams[next(self._next)]
-            request = self._client.build_request(
-                scope["method"], upstream + target, headers=headers, content=request_body() if has_body else None
-            )
+        first = next(self._next)
+        for offset in range(len(self.upstreams)):  # each upstream once, from this request's turn
+            upstream = self.upstreams[(first + offset) % len(self.upstreams)]
+            request = self._client.build_request(scope["method"], upstream + target, headers=headers, content=body)
             try:
                 response = await self._client.send(request, stream=True)
-            except httpx.ConnectError:
-                if body_started:
-                    break
-                continue
-            except httpx.HTTPError:
+            except httpx.TimeoutException:
                 break
+            except httpx.TransportError:  # refused, or dropped before any answer: the next upstream
+                continue
             self.counts[upstream] += 1
             try:
                 await _relay_until_disconnect(response, receive, send)
@@ -121,6 +115,28 @@ class BalancerApp:
                 await self._client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (None: the client left first); `BodyTooLargeError` past `MAX_BODY`."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        more = message.get("more_body", False)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _relay_until_disconnect(response: httpx.Response, receive: Receive, send: Send) -> None:

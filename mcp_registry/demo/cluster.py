@@ -137,6 +137,13 @@ class WorkerCluster(_process.StartStop):
         """Stop worker `index` gracefully (lifespan shutdown runs); return its exit code."""
         return _process.terminate(self._procs[index], timeout=self._stop_timeout)
 
+    def restart(self, index: int) -> None:
+        """A deploy of worker `index`: SIGTERM (it drains), then the new process on the same port, ready."""
+        self.terminate(index)
+        self._procs[index] = proc = self._spawn(index)
+        ready = _serving(self.log_path(index), self.ports[index], self.urls[index] + self.health_path)
+        _process.wait_ready(proc, ready, timeout=self._startup_timeout, log_path=self.log_path(index),
+                            what=f"{self.worker_ids[index]} ({self.app}), restarted")  # fmt: skip
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         own = self._worker_env(index) if self._worker_env is not None else {}

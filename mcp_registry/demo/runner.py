@@ -1,9 +1,11 @@
 """`mcp-registry demo`: the whole product on 127.0.0.1, in one command.
 
 A Redis, N demo workers with the registry on, a non-sticky balancer in front, and bounded traffic
-through it in two halves: first with continuity off — what legacy clients live through today —
-then, workers restarted, with `MCP_SESSION_CONTINUITY=forward`. A table shows both side by side
-(sessions broken, calls served, hops forwarded), then the audit of the run. Everything runs in
+through it in three parts: first with continuity off — what legacy clients live through today —
+then, workers restarted, with `MCP_SESSION_CONTINUITY=forward`, then with `adopt`, during which
+worker-0 is deployed (SIGTERM, then the new process on its port) mid-run: its sessions are taken
+over. A table shows the three side by side (sessions broken, calls served, hops forwarded,
+sessions adopted), then the audit of the run. Everything runs in
 child processes that are stopped in order (the workers gracefully, so the registry drains before
 the audit reads it); Ctrl-C or SIGTERM stops them all and nothing is left behind.
 """
@@ -16,13 +18,14 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
 from typing import Final
 
 import anyio
+import anyio.to_thread
 import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
@@ -46,8 +49,10 @@ from mcp_registry.env import (
 from mcp_registry.redis_url import redact
 
 DEFAULT_PREFIX: Final = "mcpreg"
-PHASES: Final = ("off", "forward")
-"""The demo's two halves: `MCP_SESSION_CONTINUITY` of the workers."""
+PHASES: Final = ("off", "forward", "adopt")
+"""The demo's three parts: `MCP_SESSION_CONTINUITY` of the workers."""
+RESTARTED: Final = 0
+"""The worker deployed halfway through the `adopt` part."""
 REFRESH_SECONDS: Final = "1"
 EXIT_FAILED: Final = 1
 GRAFANA_HINT: Final = (
@@ -98,22 +103,32 @@ def _run(
 
         key = secrets.token_urlsafe(32)  # the deployment's shared key, for this run only
         phases: list[Phase] = []
+        counted = Moved(0, 0)
         for continuity in PHASES:
             phase = _run_phase(continuity, workers, clients, duration / len(PHASES), _worker_env(url, prefix, key),
                                status)
             if phase is None:
                 return EXIT_FAILED
+            if (now := _moved(url, prefix)) is not None:  # the registry's totals so far: this part's is the rise
+                phase.moved, counted = Moved(now.forwarded - counted.forwarded, now.adopted - counted.adopted), now
             phases.append(phase)
-        phases[-1].forwarded = _forwarded(url, prefix)
         status.print(_comparison_table(phases))
 
         code = run_audit(url, prefix=prefix, since=None, as_json=as_json, console=console)
         status.print(GRAFANA_HINT)
-        broken = phases[-1].summary.session_not_found
+        broken = sum(p.summary.session_not_found for p in phases if p.continuity != "off")
         if code == 0 and broken:
             status.print(f"mcp-registry demo: {broken} legacy session(s) broke with continuity on", style="red")
             return EXIT_FAILED
         return code
+
+
+@dataclass(frozen=True)
+class Moved:
+    forwarded: int
+    """Requests a worker forwarded to the session's owner (from the registry)."""
+    adopted: int
+    """Sessions a worker took over from one that was gone or going."""
 
 
 @dataclass
@@ -122,8 +137,10 @@ class Phase:
     summary: TrafficSummary
     balanced: dict[str, int]
     """HTTP requests the balancer sent to each worker."""
-    forwarded: int | None = None
-    """Requests a worker forwarded to the session's owner (from the registry)."""
+    restarted: str | None = None
+    """The worker deployed mid-run, if any."""
+    moved: Moved | None = None
+    """What the registry counted in this part (None: it could not be read)."""
 
 
 def _run_phase(
@@ -137,7 +154,15 @@ def _run_phase(
         status.rule(f"continuity {continuity}")
         status.print(f"Workers: {', '.join(f'{w} {u}' for w, u in zip(cluster.worker_ids, cluster.urls, strict=True))}")
         status.print(f"Balancer (non-sticky, per request): {balancer.url}")
-        summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status)
+        restarted = cluster.worker_ids[RESTARTED] if continuity == "adopt" else None
+
+        def deploy() -> None:
+            status.print(f"Deploying {restarted}: SIGTERM, then the new process on the same port…")
+            cluster.restart(RESTARTED)
+            status.print(f"{restarted} is back; its sessions were taken over by the others meanwhile")
+
+        midway = deploy if restarted is not None else None
+        summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status, midway)
         balanced = balancer.stats()
         if summary.tool_calls == 0:
             for index, worker in enumerate(cluster.worker_ids):
@@ -148,15 +173,15 @@ def _run_phase(
         with status.status("Stopping the workers (the registry drains)…"):
             balancer.stop()
             cluster.stop()
-    return Phase(continuity, summary, balanced)
+    return Phase(continuity, summary, balanced, restarted)
 
 
-def _forwarded(url: str, prefix: str) -> int | None:
+def _moved(url: str, prefix: str) -> Moved | None:
     try:
         report = read_report(url, prefix=prefix, since=3600)
     except (redis.RedisError, OSError, ValueError):
         return None
-    return report.lookups_by_action.get("forward", 0)
+    return Moved(report.lookups_by_action.get("forward", 0), sum(n for _, n in report.takeover.adopted))
 
 
 def _worker_env(url: str, prefix: str, key: str) -> dict[str, str]:
@@ -181,7 +206,10 @@ def _unreachable(url: str) -> str | None:
     return None
 
 
-def _drive_with_progress(url: str, duration: float, plan: TrafficPlan, console: Console) -> TrafficSummary:
+def _drive_with_progress(
+    url: str, duration: float, plan: TrafficPlan, console: Console, midway: Callable[[], None] | None = None
+) -> TrafficSummary:
+    """Traffic for `duration` seconds; `midway` (blocking) runs in a thread halfway through, traffic going on."""
     summary = TrafficSummary()
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
@@ -205,8 +233,15 @@ def _drive_with_progress(url: str, duration: float, plan: TrafficPlan, console: 
                     await anyio.sleep(0.25)
 
             tg.start_soon(tick)
+            if midway is not None:
+
+                async def halfway() -> None:
+                    await anyio.sleep(duration / 2)
+                    await anyio.to_thread.run_sync(midway)
+
+                tg.start_soon(halfway)
             await drive_traffic(url, duration=duration, plan=plan, summary=summary)
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()  # (a deploy under way in its thread finishes first: threads are not cancelled)
         progress.update(task, completed=duration, description=describe())
 
     with progress:
@@ -220,6 +255,7 @@ def _comparison_table(phases: list[Phase]) -> Table:
     for phase in phases:
         table.add_column(f"continuity {phase.continuity}", justify="right")
     rows: list[tuple[str, list[str]]] = [
+        ("worker deployed mid-run (SIGTERM, then the new process)", [p.restarted or "—" for p in phases]),
         ("legacy sessions opened (official client, mode=legacy)", [str(p.summary.sessions_opened) for p in phases]),
         ("sessions broken: 404 'Session not found' after a worker hop",
          [str(p.summary.session_not_found) for p in phases]),
@@ -228,7 +264,9 @@ def _comparison_table(phases: list[Phase]) -> Table:
         ("successful tool calls (of which sessionless)",
          [f"{p.summary.tool_calls} ({p.summary.modern_calls})" for p in phases]),
         ("requests forwarded to the session's owner",
-         ["—" if p.forwarded is None else str(p.forwarded) for p in phases]),
+         ["—" if p.moved is None else str(p.moved.forwarded) for p in phases]),
+        ("sessions taken over from a worker that was deployed",
+         ["—" if p.moved is None or p.restarted is None else str(p.moved.adopted) for p in phases]),
         ("requests with made-up / malformed ids",
          [f"{p.summary.fabricated_sent} / {p.summary.malformed_sent}" for p in phases]),
         ("other errors", [str(p.summary.errors) for p in phases]),

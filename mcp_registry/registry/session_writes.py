@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mcp_registry.outcomes import EndReason
 from mcp_registry.registry import key_schema
@@ -22,6 +22,16 @@ from mcp_registry.registry.events import SessionClosed, SessionOpened
 from mcp_registry.registry.hasher import IdHasher
 
 Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+WRITE_IF_STILL_OURS: Final = """
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+"""With takeover on, a worker re-asserts a live key only while it still names this worker at its route
+(or has lapsed): once another worker adopted the session (its old owner draining), the old owner's
+refreshes and handover must not name it again — a third worker would then adopt it a second time."""
 
 
 UNKNOWN_CLIENT: key_schema.Client = ("unknown", "unknown")
@@ -36,6 +46,8 @@ class _Written:
     id_hash: str | None = None
     refreshed_at: float = float("-inf")
     """Monotonic time the live key was last written."""
+    adopted: bool = False
+    """Taken over here and not yet written: its first write names this worker whatever the key says."""
 
 
 class SessionWrites:
@@ -60,6 +72,7 @@ class SessionWrites:
         written = self._written.setdefault(event.session_id, _Written())
         written.client = (event.client.name, event.client.version)
         written.takeover = event.takeover
+        written.adopted = event.adopted
         self.opened.append(event)
         if len(self.opened) > self._limit:  # the refresh re-asserts live sessions anyway
             self.opened.pop(0)
@@ -86,7 +99,7 @@ class SessionWrites:
         now = self._monotonic()
         for opened in self.opened:
             written = self._written.setdefault(opened.session_id, _Written())
-            commands.append(self._live_command(opened.session_id, written))
+            commands.append(self._live_command(opened.session_id, written, claimed=written.adopted))
             written.refreshed_at = now
         for closed in self.closed:
             ended = self._written.pop(closed.session_id, _Written())
@@ -105,6 +118,9 @@ class SessionWrites:
 
     def written(self) -> None:
         """The pending writes reached Redis."""
+        for opened in self.opened:
+            if (written := self._written.get(opened.session_id)) is not None:
+                written.adopted = False
         self.opened, self.closed = [], []
 
     def refresh_commands(self, live: Collection[str], *, every: bool, stale_before: float) -> list[Command]:
@@ -125,9 +141,15 @@ class SessionWrites:
         self._due = due
         return [self._live_command(sid, w) for sid, w in due]
 
-    def _live_command(self, session_id: str, written: _Written) -> Command:
+    def _live_command(self, session_id: str, written: _Written, *, claimed: bool = False) -> Command:
+        """Its live key's write; with takeover on, only while the key still names this worker, unless
+        `claimed` (this worker adopted it: the key names the owner it took it from)."""
         value = key_schema.live_value(self._worker, written.client, written.takeover)
-        return ("set", (self._keys.session(self._hash(session_id, written)), value), {"ex": self._ttl})
+        key = self._keys.session(self._hash(session_id, written))
+        if written.takeover is None or claimed:
+            return ("set", (key, value), {"ex": self._ttl})
+        ours = key_schema.live_value(self._worker, written.client, (written.takeover[0], ""))
+        return ("eval", (WRITE_IF_STILL_OURS, 1, key, ours, value, self._ttl), {})
 
     def refreshed(self, now: float) -> None:
         """The refresh commands reached Redis."""

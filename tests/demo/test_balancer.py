@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socketserver
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -119,7 +120,7 @@ def test_the_upstream_gets_the_clients_headers_and_no_others(two_upstreams: tupl
     assert seen.headers["x-seen-names"] == "host,x-a"
 
 
-def test_a_request_body_streams_to_the_upstream_unchanged(two_upstreams: tuple[str, str]) -> None:
+def test_a_chunked_request_body_reaches_the_upstream_unchanged(two_upstreams: tuple[str, str]) -> None:
     chunks = [bytes([i]) * 65_536 for i in range(8)]
     with Balancer(two_upstreams[:1]) as balancer, httpx.Client(base_url=balancer.url) as http:
         response = http.post("/echo", content=iter(chunks))  # sent chunked, without a length
@@ -147,6 +148,36 @@ def test_an_upstream_that_refuses_connections_is_skipped(two_upstreams: tuple[st
         stats = balancer.stats()
     assert served == ["A"] * 4
     assert stats == {dead: 0, two_upstreams[0]: 4}
+
+
+@contextmanager
+def dropping() -> Iterator[str]:
+    """An upstream that reads a request and closes the connection without a word, as a worker shutting down
+    does with a kept-alive connection the balancer then sends on; yields its base URL."""
+
+    class Drop(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65_536)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drop) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+def test_a_request_an_upstream_dropped_without_answering_goes_to_the_next(two_upstreams: tuple[str, str]) -> None:
+    a = two_upstreams[0]
+    with dropping() as gone, Balancer([gone, a]) as balancer, httpx.Client(base_url=balancer.url) as http:
+        served = [http.get("/whoami").text for _ in range(2)]
+        echoed = [http.post("/echo", content=b"a body, sent again").content for _ in range(2)]
+        stats = balancer.stats()
+    assert served == ["A", "A"]
+    assert echoed == [b"a body, sent again"] * 2, "the body is sent whole to the next upstream"
+    assert stats == {gone: 0, a: 4}
 
 
 def test_no_upstream_answering_is_a_502() -> None:

@@ -98,6 +98,20 @@ def test_kill_is_a_crash_one_worker_dies_at_once_and_the_others_keep_serving(
     assert keys(redis_server, KEYS.tombstone("*")) == []  # no shutdown ran on the killed worker
 
 
+def test_restart_is_a_deploy_the_old_process_stops_gracefully_and_a_new_one_serves_on_its_port(
+    worker_cluster: StartCluster, redis_server: RedisServer
+) -> None:
+    cluster = worker_cluster(2, env=registry_env(redis_server))
+    old, url = cluster.pids[0], cluster.urls[0]
+    assert open_session(url) is not None
+    cluster.restart(0)
+    assert not process_exists(old)
+    assert cluster.pids[0] != old
+    assert cluster.urls[0] == url
+    assert open_session(url) is not None, "the new process serves where the old one did"
+    assert len(keys(redis_server, KEYS.tombstone("*"))) == 1, "the old one ran its shutdown (continuity off)"
+
+
 def test_stop_leaves_no_worker_process(worker_cluster: StartCluster) -> None:
     cluster = worker_cluster(2)
     pids = cluster.pids

@@ -69,7 +69,7 @@ def _needs_proc() -> None:
         pytest.skip("finding leftover processes reads /proc")
 
 
-def test_the_demo_shows_sessions_break_without_continuity_and_not_with_it_and_leaves_no_process() -> None:
+def test_the_demo_shows_sessions_break_without_continuity_and_not_with_it_nor_through_a_deploy() -> None:
     proc, token = start_demo("--duration", "8", "--workers", "2", "--clients", "2", "--json")
     try:
         out, err = proc.communicate(timeout=90)
@@ -83,20 +83,24 @@ def test_the_demo_shows_sessions_break_without_continuity_and_not_with_it_and_le
     assert audit["forwarding"]["forwarded"] > 0, "with continuity on, hops went to the session's owner"
     assert audit["forwarding"]["failed"] == 0
     table = comparison_rows(err)
-    broken_off, broken_on = table["sessions broken: 404 'Session not found' after a worker hop"]
+    assert table[""] == ["continuity off", "continuity forward", "continuity adopt"]
+    assert table["worker deployed mid-run (SIGTERM, then the new process)"] == ["—", "—", "worker-0"]
+    broken_off, broken_forward, broken_adopt = table["sessions broken: 404 'Session not found' after a worker hop"]
     assert int(broken_off) > 0, "without continuity the official client's sessions break"
-    assert int(broken_on) == 0, "exit 0 promises that no session broke with continuity on"
+    assert (int(broken_forward), int(broken_adopt)) == (0, 0), "exit 0 promises that none broke with continuity on"
+    assert table["other errors"][2] == "0", "a worker deployed mid-run costs no request"
+    assert "Deploying worker-0: SIGTERM, then the new process on the same port" in err
     assert processes_carrying(token) == []
     assert nothing_listens_on(redis_port(err))
 
 
 def comparison_rows(output: str) -> dict[str, list[str]]:
-    """The demo's "without and with continuity" table: row label -> [off, on]."""
+    """The demo's "without and with continuity" table: row label -> [off, forward, adopt] ("" -> the headers)."""
     rows = {}
     start = output.index("Legacy clients without and with continuity")
     for line in output[start:].splitlines():
-        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
-        if len(cells) == 3 and cells[0]:
+        cells = [c.strip() for c in line.strip().strip("│┃").replace("┃", "│").split("│")]
+        if len(cells) == 4:
             rows[cells[0]] = cells[1:]
     return rows
 

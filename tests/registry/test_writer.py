@@ -73,10 +73,14 @@ class Worker:
     def _redis(self, _: RegistryConfig) -> Redis:
         return self.redis_class(server=self.server, decode_responses=True)  # type: ignore[call-arg]
 
-    def open(self, session_id: str, client: str = "inspector") -> None:
+    def open(
+        self, session_id: str, client: str = "inspector", takeover: tuple[str, str] | None = None,
+        *, adopted: bool = False,
+    ) -> None:  # fmt: skip
         self.live[session_id] = object()
         session = self.book.opened(session_id)
-        self.writer.submit(SessionOpened(session_id, session.created_at, ClientInfo(client, "1.0", "2025-11-25")))
+        info = ClientInfo(client, "1.0", "2025-11-25")
+        self.writer.submit(SessionOpened(session_id, session.created_at, info, takeover, adopted=adopted))
 
     def delete(self, session_id: str, lifetime: float = 12.0) -> None:
         self.live.pop(session_id)
@@ -371,6 +375,59 @@ async def test_a_held_session_key_never_lapses_between_refreshes(server: fakered
         while time.monotonic() < deadline:
             assert await redis.exists(key), "the live key lapsed while its worker held the session"
             await anyio.sleep(0.05)
+
+
+async def test_a_session_adopted_elsewhere_is_never_claimed_back_by_its_old_owner(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    """Takeover: while its old owner drains (SIGTERM), another worker adopts the session and names itself in
+    the live key. The old owner's refreshes and its handover must not name the old owner again: a worker
+    reading the key would take the session over a second time (two owners of one session)."""
+    a = Worker(server, "worker-a", refresh_seconds=0.3)
+    adopter = "worker-b|inspector|1.0|tcp:worker-b-route|handshake"
+    async with running(a):
+        a.open("held", takeover=("tcp:worker-a-route", "handshake"))
+        await until(lambda: a.written("held"))
+        key = KEYS.session(a.hasher.require("held"))
+        await redis.set(key, adopter, ex=60)  # what `TakeoverStore.publish` writes for the adopter
+        deadline = time.monotonic() + 1.5  # five refresh intervals of the old owner, still holding it
+        while time.monotonic() < deadline:
+            assert await redis.get(key) == adopter, "the old owner named itself again"
+            await anyio.sleep(0.05)
+        session = a.book.close_all()[0]
+        a.writer.submit(SessionClosed(session.session_id, EndReason.HANDED_OVER, 3.0, a.book.now()))
+    assert await redis.get(key) == adopter, "its handover did not undo the adoption"
+
+
+async def test_an_adopter_names_itself_even_when_its_own_publish_did_not_reach_redis(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    a = Worker(server, "worker-a")
+    async with running(a):
+        await until(lambda: a.hasher.key is not None)
+        key = KEYS.session(a.hasher.require("held"))
+        await redis.set(key, "worker-gone|inspector|1.0|tcp:gone-route|handshake", ex=60)
+        a.open("held", takeover=("tcp:worker-a-route", "handshake"), adopted=True)
+        await until(lambda: _starts(redis, key, "worker-a|"))
+    assert await redis.get(key) == "worker-a|inspector|1.0|tcp:worker-a-route|handshake"
+
+
+async def _starts(redis: Redis, key: str, prefix: str) -> bool:
+    return str(await redis.get(key)).startswith(prefix)
+
+
+async def test_a_handed_over_session_keeps_its_live_key_and_no_tombstone(
+    server: fakeredis.FakeServer, redis: Redis
+) -> None:
+    a = Worker(server, "worker-a", refresh_seconds=0.3)
+    async with running(a):
+        a.open("held", takeover=("tcp:worker-a-route", "handshake"))
+        await until(lambda: a.written("held"))
+        key = KEYS.session(a.hasher.require("held"))
+        session = a.book.close_all()[0]
+        a.writer.submit(SessionClosed(session.session_id, EndReason.HANDED_OVER, 3.0, a.book.now()))
+    assert await redis.get(key) == "worker-a|inspector|1.0|tcp:worker-a-route|handshake"
+    assert await redis.exists(KEYS.tombstone(a.hasher.require("held"))) == 0
 
 
 class ClusterNodeAsPlainRedis(fakeredis.FakeAsyncRedis):
