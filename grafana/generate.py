@@ -66,6 +66,9 @@ FORWARD_FAILURES: Final = "mcp_registry_forward_failures_total"
 FORWARD_SERVED: Final = "mcp_registry_forward_served_total"
 FORWARD_REFUSED: Final = "mcp_registry_forward_refused_total"
 CLIENT_REQUESTS: Final = "mcp_registry_client_requests_total"
+CLIENT_LOST: Final = "mcp_registry_client_sessions_lost_total"
+ADOPTED: Final = "mcp_registry_sessions_adopted_total"
+TAKEOVER_FAILURES: Final = "mcp_registry_takeover_failures_total"
 
 WORKER: Final = "mcp_registry_worker_id"
 ORIGIN: Final = "mcp_registry_session_origin_worker"
@@ -79,6 +82,8 @@ END_REASON: Final = "mcp_registry_session_end_reason"
 DROP_REASON: Final = "mcp_registry_drop_reason"
 FORWARD_FAILURE: Final = "mcp_registry_forward_failure"
 FORWARD_REFUSAL: Final = "mcp_registry_forward_refusal"
+ADOPT_REASON: Final = "mcp_registry_takeover_reason"
+TAKEOVER_FAILURE: Final = "mcp_registry_takeover_failure"
 FROM_WORKER: Final = "mcp_registry_forward_from_worker"
 OPERATION: Final = "mcp_registry_redis_operation"
 MISSING: Final = f'{STATUS}="missing"'
@@ -327,7 +332,7 @@ def ids_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
 def continuity_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
     forwarded = f'{ACTION}="forward"'
     served = f'{STATUS}="cross_worker"'
-    yield dash.Row("Continuity (MCP_SESSION_CONTINUITY=forward): requests served by their session's owner")
+    yield dash.Row("Continuity (MCP_SESSION_CONTINUITY=forward, adopt): requests served by their session's owner")
     yield single_stat(
         "Hops served by the owner",
         "Share of forwarded requests that the session's owner served (cross_worker). Below 100 %: owners "
@@ -370,6 +375,26 @@ def continuity_row() -> Iterator[dash.Row | timeseries.Panel | stat.Panel]:
         promql("A", f"sum by ({WORKER}, {FROM_WORKER}) ({rate(FORWARD_SERVED)})",
                "{{" + FROM_WORKER + "}} → {{" + WORKER + "}}"),
         unit="reqps",
+    )
+    yield graph(
+        "Sessions saved by takeover, and sessions lost",
+        "MCP_SESSION_CONTINUITY=adopt. Saved: sessions a worker took over because their owner was gone "
+        "(owner_gone: crashed, killed, restarted) or shutting down (owner_draining: a deploy, a scale-down); "
+        "the client noticed nothing. Lost: 404s to an id the registry knows (the session ended, or could not "
+        "be taken over) — a client that does not start over breaks there. A deploy should show saved, never lost.",
+        promql("A", f"sum by ({ADOPT_REASON}) ({rate(ADOPTED)})", "saved: {{" + ADOPT_REASON + "}}"),
+        promql("B", f"sum({rate(CLIENT_LOST)})", "lost"),
+        unit="short",
+    )
+    yield graph(
+        "Sessions not taken over, by reason",
+        "Owner gone, session not adopted: ended (the client DELETEd it, or it ended idle: a 404, as it must), "
+        "not_adoptable (its handshake never reached Redis), principal_mismatch (another credential: 404), "
+        "registry_unavailable and claimed_elsewhere (a retryable 503: the client's next try adopts it), "
+        "replay_failed (the SDK refused the stored handshake).",
+        promql("A", f"sum by ({TAKEOVER_FAILURE}) ({rate(TAKEOVER_FAILURES)})", "{{" + TAKEOVER_FAILURE + "}}"),
+        unit="short",
+        stacked=True,
     )
     yield graph(
         "Internal listener refusals",

@@ -2,7 +2,7 @@
 
 Each worker is a separate `python -m uvicorn` process in its own process group (not
 `uvicorn --workers`, whose processes share one port: we need to address each worker and to
-put a balancer of our own in front). Worker `i` is named `worker-<i>` through
+put a balancer of our own in front). Worker `i` is named `worker-<i>` (or `<name>-<i>`) through
 `MCP_SESSION_REGISTRY_WORKER_ID`::
 
     with WorkerCluster(2, env={"MCP_SESSION_REGISTRY": "1", ...}) as cluster:
@@ -55,6 +55,7 @@ class WorkerCluster(_process.StartStop):
         uvicorn_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        name: str = "worker",
     ) -> None:
         if workers < 1:
             raise ValueError("a cluster needs at least one worker")
@@ -62,7 +63,7 @@ class WorkerCluster(_process.StartStop):
         self.env = dict(env or {})
         self._worker_env = worker_env
         self.health_path = health_path
-        self.worker_ids = [f"worker-{i}" for i in range(workers)]
+        self.worker_ids = [f"{name}-{i}" for i in range(workers)]
         self.ports: list[int] = []
         self._uvicorn_args = list(uvicorn_args)
         self._startup_timeout = startup_timeout

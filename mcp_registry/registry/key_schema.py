@@ -16,6 +16,10 @@ what moves together under one hash tag so that Redis Cluster can serve it:
 `H` is the keyed hash of a session id (never the id), `W` a worker id, `<minute>` the epoch
 minute. A session key and its tombstone share the hash tag `{H}`.
 
+With takeover on (`route` present), a worker re-asserts `P:s:{H}` only while it still begins with
+its own `origin|client|version|route|` (a Lua compare-and-set, `session_writes.WRITE_IF_STILL_OURS`):
+an adopter's write is never undone by the owner it took the session from.
+
 Per-minute counter fields (all integers, `|`-separated, labels sanitised by `label`):
 `created|W`, `ended|W|reason`, `client|name|version`, `lookup|status|action`,
 `reuse|origin|serving`, `requests|era`, `life|le` (lifetime histogram, `le` from

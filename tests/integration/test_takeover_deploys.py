@@ -13,6 +13,7 @@ master itself failed over (the handshakes are read from the promoted replica).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import subprocess
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from mcp import Client, Implementation
+from mcp_types import TextContent
 
 from mcp_registry.audit.run import read_report
 from mcp_registry.demo._process import kill
@@ -95,12 +97,13 @@ def rolling_deploy(hosts: list[UvicornHost], redis_url: str) -> None:
 
 
 async def python_client(url: str, n: int, stop: anyio.Event, results: list[dict[str, Any]]) -> None:
-    outcome: dict[str, Any] = {"client": f"python-{n}", "ok": 0, "failed": 0, "errors": []}
+    outcome: dict[str, Any] = {"client": f"python-{n}", "ok": 0, "failed": 0, "errors": [], "owners": []}
     async with Client(url, mode="legacy", client_info=Implementation(name=f"py-{n}", version="1.0"),
                       read_timeout_seconds=10) as client:  # fmt: skip
         while not stop.is_set():
             try:
-                await client.call_tool("add", {"a": n, "b": 1})
+                result = await client.call_tool("whoami", {})  # the worker whose SDK holds the session
+                outcome["owners"].append(result.content[0].text if isinstance(result.content[0], TextContent) else "")
                 outcome["ok"] += 1
             except Exception as exc:  # what the user's code would see
                 outcome["failed"] += 1
@@ -142,6 +145,13 @@ def drive(redis_url: str, event: Callable[[list[UvicornHost], str], None], *, ad
 
 
 
+def assert_one_owner_at_a_time(clients: list[dict[str, Any]]) -> None:
+    """A session moves from owner to owner and never back: two workers holding it would answer in turn."""
+    for client in clients:
+        runs = [owner for owner, _ in itertools.groupby(client["owners"])]
+        assert len(runs) == len(set(runs)), f"{client['client']} was served by {runs}"
+
+
 def assert_no_call_failed(clients: list[dict[str, Any]], ts_result: dict[str, Any]) -> None:
     assert len(clients) == PYTHON_CLIENTS
     assert ts_result.get("connected"), ts_result
@@ -158,6 +168,7 @@ def test_a_rolling_deploy_fails_no_call(redis_server: RedisServer) -> None:
     clients, ts_result, report = drive(redis_server.url, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
 
     assert_no_call_failed(clients, ts_result)
+    assert_one_owner_at_a_time(clients)
     adopted = sum(n for _, n in report.takeover.adopted)
     assert adopted >= PYTHON_CLIENTS + 1, f"every session moved at least once: {report.takeover}"
 
@@ -169,6 +180,7 @@ def test_a_rolling_deploy_on_a_redis_cluster_fails_no_call(redis_server_on_path_
         clients, ts_result, report = drive(cluster.url, rolling_deploy, adoptions=PYTHON_CLIENTS + 1)
 
     assert_no_call_failed(clients, ts_result)
+    assert_one_owner_at_a_time(clients)
     assert sum(n for _, n in report.takeover.adopted) >= PYTHON_CLIENTS + 1, report.takeover
 
 
@@ -187,6 +199,7 @@ def test_a_rolling_deploy_after_a_sentinel_failover_fails_no_call(redis_sentinel
     clients, ts_result, report = drive(redis_sentinel.url, failover_then_deploy, adoptions=PYTHON_CLIENTS + 1)
 
     assert_no_call_failed(clients, ts_result)
+    assert_one_owner_at_a_time(clients)
     assert sum(n for _, n in report.takeover.adopted) >= PYTHON_CLIENTS + 1, report.takeover
 
 
@@ -203,5 +216,6 @@ def test_a_crashed_host_costs_each_client_at_most_the_call_in_flight(redis_serve
     assert ts_result.get("connected"), ts_result
     failed = {r["client"]: r["failed"] for r in clients} | {"typescript": ts_result.get("failed", 0)}
     assert max(failed.values()) <= 1, (failed, [r["errors"] for r in clients], ts_result.get("errors"))
+    assert_one_owner_at_a_time(clients)
     assert all(r["ok"] > 50 for r in clients), clients
     assert dict(report.takeover.adopted).get("owner_gone", 0) >= 1, report.takeover
