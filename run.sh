@@ -51,10 +51,12 @@ ensure_servers() {
   fi
 }
 
-# The official TypeScript MCP client the continuity tests drive (pinned by its package-lock.json).
+# The official TypeScript MCP client and the MCP Inspector CLI the continuity and takeover tests drive
+# (pinned by package-lock.json; installed again when the lock is newer than what npm installed).
 ensure_ts_client() {
   local dir=tests/clients/ts
-  if command -v npm >/dev/null && [ ! -d "$dir/node_modules/@modelcontextprotocol/sdk" ]; then
+  if command -v npm >/dev/null && { [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
     npm ci --prefix "$dir" --no-audit --no-fund --silent || echo "note: npm ci in $dir failed" >&2
   fi
 }

@@ -209,6 +209,39 @@ def replication_lag(sentinel: LocalSentinel) -> int:
         return int(m.info("replication")["master_repl_offset"]) - int(r.info("replication")["slave_repl_offset"])
 
 
+INSPECTOR: Final = CLIENT_DIR / "node_modules" / ".bin" / "mcp-inspector"
+
+
+@pytest.mark.timeout(300)
+def test_the_inspector_cli_keeps_its_one_session_through_a_rolling_deploy(redis_server: RedisServer) -> None:
+    """The MCP Inspector CLI (`--load`: one legacy session, a call every 50 ms) through nginx while both hosts
+    are deployed in turn: every call succeeds, in the one session it opened."""
+    require(INSPECTOR.exists(), f"the MCP Inspector CLI (npm ci in {CLIENT_DIR})")
+    with deployment(redis_server.url) as (hosts, balancer):
+        inspector = subprocess.Popen([
+            str(INSPECTOR), "--cli", f"{balancer.url}/mcp", "--method", "tools/call", "--tool-name", "add",
+            "--tool-arg", "a=1", "b=2", "--load", "--load-concurrency", "1", "--load-rate", str(int(1 / PERIOD)),
+            "--load-duration", "20", "--format", "json",
+        ], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            wait_until(lambda: read_report(redis_server.url, prefix=PREFIX, since=600).created, bool, bound=15,
+                       what="the inspector's session")  # fmt: skip
+            rolling_deploy(hosts, redis_server.url)
+            out, err = inspector.communicate(timeout=60)
+        finally:
+            inspector.kill()
+        report = wait_until(lambda: read_report(redis_server.url, prefix=PREFIX, since=600),
+                            lambda r: sum(n for _, n in r.takeover.adopted) >= 1, bound=15,
+                            what="the audit to count the adoption")  # fmt: skip
+
+    assert inspector.returncode == 0, err[-2000:]
+    summary = json.loads(out)["result"]
+    assert (summary["errors"], summary["toolErrors"], summary["errorMessages"]) == (0, 0, []), summary
+    assert summary["ok"] >= 200, summary
+    (inspector_use,) = [c for c in report.migration.clients if c.name == "inspector-cli"]
+    assert inspector_use.sessions == 1, "one session from the first call to the last"
+
+
 @pytest.mark.timeout(300)
 def test_a_crashed_host_costs_each_client_at_most_the_call_in_flight(redis_server: RedisServer) -> None:
     clients, ts_result, report = drive(redis_server.url, crash_and_restart, adoptions=1)
