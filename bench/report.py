@@ -17,7 +17,7 @@ from typing import Final
 from bench import continuity as hops
 from bench.procs import REPO_ROOT, niceness
 from bench.scale import ScaleResult
-from bench.sidebyside import BARE, CONTINUITY, CONTROL, OFF, ON, PASSTHROUGH, SideBySide, Summary
+from bench.sidebyside import ADOPT, BARE, CONTINUITY, CONTROL, OFF, ON, PASSTHROUGH, SideBySide, Summary
 
 PACKAGES: Final = ("mcp", "mcp-session-continuity", "uvicorn", "uvloop", "httptools", "starlette", "anyio", "redis")
 MODE_LABELS: Final = {
@@ -31,6 +31,8 @@ TARGET_THROUGHPUT: Final = 0.99
 TARGET_P99: Final = 1.05
 TARGET_CPU: Final = 1.01
 TARGET_CONTINUITY_VS_OFF: Final = 0.99
+TARGET_ADOPT_VS_OFF: Final = 0.99
+"""Own-session requests with takeover on vs continuity off (the registry on in both)."""
 TARGET_HOP_CPU: Final = 1.5
 """CPU of a hopped request (forwarder + owner) vs the same request sent to its owner."""
 TARGET_HOP_P50_MS: Final = 1.0
@@ -244,6 +246,13 @@ def _side_by_side_targets(result: SideBySide, summaries: list[Summary]) -> list[
         rows.append((f"continuity on vs off, own sessions: throughput ≥ {TARGET_CONTINUITY_VS_OFF}×",
                      "; ".join(f"{w} worker{'s' * (w > 1)}: {r:.3f}" for w, r in ratios),
                      all(r >= TARGET_CONTINUITY_VS_OFF for _, r in ratios)))
+    pairs = [(a, o) for a in stateful if a.variant == ADOPT
+             for o in stateful if o.variant == ON and o.scenario == a.scenario]
+    if pairs:
+        ratios = [(a.scenario.workers, a.throughput_ratio[0] / o.throughput_ratio[0]) for a, o in pairs]
+        rows.append((f"takeover (adopt) on vs continuity off, registry on in both, own sessions: throughput "
+                     f"≥ {TARGET_ADOPT_VS_OFF}×", "; ".join(f"{w} worker{'s' * (w > 1)}: {r:.3f}" for w, r in ratios),
+                     all(r >= TARGET_ADOPT_VS_OFF for _, r in ratios)))
     if floor := [x for x in stateful if x.variant == PASSTHROUGH]:
         rows.append(("(floor) a pass-through middleware, stateful: throughput, p99, CPU",
                      each(floor, "{x.throughput_ratio[0]:.3f} ({x.throughput_ratio[1]:.2f}–"

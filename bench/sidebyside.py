@@ -39,21 +39,24 @@ class Variant:
     label: str
     wrapped: bool
     registry: bool
-    continuity: bool = False
+    continuity: str = ""
+    """`MCP_SESSION_CONTINUITY` (empty: off)."""
     passthrough: bool = False
 
 
 BARE: Final = Variant("bare", "bare SDK", wrapped=False, registry=False)
 OFF: Final = Variant("off", "registry off", wrapped=True, registry=False)
 ON: Final = Variant("on", "registry on", wrapped=True, registry=True)
-CONTINUITY: Final = Variant("continuity", "continuity on", wrapped=True, registry=False, continuity=True)
+CONTINUITY: Final = Variant("continuity", "continuity on", wrapped=True, registry=False, continuity="forward")
 """Registry off, `MCP_SESSION_CONTINUITY=forward`: own-session traffic must not notice it."""
+ADOPT: Final = Variant("adopt", "takeover on (registry on)", wrapped=True, registry=True, continuity="adopt")
+"""Registry on, `MCP_SESSION_CONTINUITY=adopt`: compared with `ON` (the same registry, continuity off)."""
 PASSTHROUGH: Final = Variant("passthrough", "pass-through middleware (floor)", wrapped=False, registry=False,
                              passthrough=True)
 """The bare app behind a middleware that only awaits it: what any ASGI middleware costs."""
 CONTROL: Final = Variant("control", "bare SDK again (A/A control)", wrapped=False, registry=False)
 """A second, identical bare server: its ratio to the first shows what noise alone does in this run."""
-VARIANTS: Final = (BARE, OFF, ON, CONTINUITY)
+VARIANTS: Final = (BARE, OFF, ON, CONTINUITY, ADOPT)
 CONTROLS: Final = (PASSTHROUGH, CONTROL)
 HASH_KEY: Final = "RNKLeWGB8_PRibN8m2uk8L0tzWRMKFT_fC4joseOuuI"
 
@@ -171,7 +174,7 @@ def _server(variant: Variant, workers: int, *, stateless: bool, redis: RedisServ
             "MCP_SESSION_REGISTRY_REFRESH_SECONDS": f"{settings.refresh_seconds:g}",
         }
     if variant.continuity:
-        env |= {"MCP_SESSION_CONTINUITY": "forward", "MCP_SESSION_REGISTRY_HASH_KEY": HASH_KEY}
+        env |= {"MCP_SESSION_CONTINUITY": variant.continuity, "MCP_SESSION_REGISTRY_HASH_KEY": HASH_KEY}
     return Uvicorn(app, workers, env, settings.workdir, cpus)
 
 

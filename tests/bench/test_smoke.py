@@ -101,8 +101,8 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     assert side_by_side[0] == SIDE_BY_SIDE_COLUMNS
     rows = side_by_side[1:]
     assert [row[1] for row in rows] == [
-        "bare SDK", "registry off", "registry on", "continuity on", "pass-through middleware (floor)",
-        "bare SDK again (A/A control)",
+        "bare SDK", "registry off", "registry on", "continuity on", "takeover on (registry on)",
+        "pass-through middleware (floor)", "bare SDK again (A/A control)",
     ] * 2
     for row in rows:
         assert len(row) == len(SIDE_BY_SIDE_COLUMNS)
@@ -114,12 +114,15 @@ def test_quick_run_writes_both_tables_with_every_column(tmp_path: Path) -> None:
     assert "`SET` " in commands  # the registry wrote the sessions it saw opened
 
     assert rss[0] == RSS_COLUMNS
-    assert [row[0] for row in rss[1:]] == ["bare SDK", "registry off", "registry on", "continuity on"]
+    assert [row[0] for row in rss[1:]] == [
+        "bare SDK", "registry off", "registry on", "continuity on", "takeover on (registry on)"
+    ]
     assert rss[3][1] == "100"  # every initialize opened a session
     assert rss[3][-1] == "100"  # and the registry recorded each one in Redis
     assert targets[0] == ["target", "measured (median)", "verdict"]
     assert all(row[2] in ("met", "**missed**") for row in targets[1:] if not row[0].startswith("("))
     assert any(row[0].startswith("(noise floor)") for row in targets[1:])
+    assert any(row[0].startswith("takeover (adopt) on vs continuity off") for row in targets[1:])
 
     hops = _section(text, "continuity")
     hop_table, hop_targets = _tables(hops)
