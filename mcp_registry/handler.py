@@ -34,6 +34,7 @@ from mcp_registry.paths.opening import OpeningPath
 from mcp_registry.paths.own import OwnSessionPath
 from mcp_registry.paths.stale import StalePath
 from mcp_registry.runtime import WorkerRuntime
+from mcp_registry.stopping import Stopping
 
 if TYPE_CHECKING:
     from mcp_registry.adoption import OnAdopted
@@ -107,6 +108,8 @@ class SessionRegistryMiddleware:
                 app, self.config, self.runtime, self._binding, self._own, self.continuity, on_adopted
             )
             fields = takeover_fields(self.continuity, self._binding, self.runtime)
+        self._stopping: Stopping | None = Stopping() if takeover is not None else None
+        """With takeover on: SIGTERM ends the GET streams this worker relays from their owner (see `stopping`)."""
         self._opening = OpeningPath(app, self.runtime, self._binding, fields)
         self._stale = StalePath(
             app, self.config, self.runtime, self._binding, self._opening, self.continuity, takeover
@@ -138,12 +141,18 @@ class SessionRegistryMiddleware:
         """The background work (and, with continuity, the internal listener), for servers without lifespan events."""
         if (problem := self._binding.bind()) is not None and self._binding.available:
             raise ConfigError(problem)
-        async with self.runtime.running():
-            if self.continuity is None or self._owner is None:
-                yield
-            else:
-                async with self.continuity.running(self._owner.serve_forwarded):
+        if self._stopping is not None:
+            self._stopping.install()
+        try:
+            async with self.runtime.running():
+                if self.continuity is None or self._owner is None:
                     yield
+                else:
+                    async with self.continuity.running(self._owner.serve_forwarded):
+                        yield
+        finally:
+            if self._stopping is not None:
+                self._stopping.uninstall()
 
     def serve_forwarded(
         self, scope: Scope, receive: Receive, send: Send, sender: str, session_id: str | None
@@ -189,6 +198,8 @@ class SessionRegistryMiddleware:
                     self._own.annotate(current, session_id)
                 await self.app(scope, receive, send)
                 return
+        if self._stopping is not None and scope["method"] == "GET":  # a stream, maybe relayed from its owner
+            receive = self._stopping.until_stopping(receive)
         header = interpret(raw)
         if header.state is IdState.ABSENT:
             await self._opening(scope, receive, send)
@@ -198,6 +209,8 @@ class SessionRegistryMiddleware:
             await self._stale(header, version, scope, receive, send)
 
     async def _shutting_down(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # (a server that sent no signal: the streams still open end now)
         if self.continuity is not None:
             # Forwarded requests and streams finish (bounded) before the SDK drops its sessions.
             await self.continuity.drain()

@@ -22,12 +22,13 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+import httpx
 import pytest
 from mcp import Client, Implementation
 from mcp_types import TextContent
 
 from mcp_registry.audit.run import read_report
-from mcp_registry.demo._process import kill
+from mcp_registry.demo._process import kill, terminate
 from mcp_registry.demo.app import ENV_ALLOWED_HOSTS, ENV_JSON_RESPONSE
 from mcp_registry.demo.hosts import UvicornHost
 from mcp_registry.demo.proxies import Nginx, nginx_on_path
@@ -43,6 +44,7 @@ from mcp_registry.env import (
     ENV_REGISTRY,
     ENV_URL,
 )
+from mcp_registry.testing import initialize_request, session_headers
 from tests.conftest import require
 from tests.integration.test_continuity_clients import CLIENT_DIR
 
@@ -207,6 +209,37 @@ def replication_lag(sentinel: LocalSentinel) -> int:
     master, replica = sentinel.data[0], sentinel.data[1]
     with redis_client(master) as m, redis_client(replica) as r:
         return int(m.info("replication")["master_repl_offset"]) - int(r.info("replication")["slave_repl_offset"])
+
+
+GRACE_EXCEEDED: Final = "timeout graceful shutdown exceeded"
+"""What uvicorn logs when open connections held a stopping worker for its whole graceful period."""
+
+
+@pytest.mark.timeout(120)
+def test_a_host_relaying_a_stream_from_its_owner_ends_it_and_exits_without_waiting_out_its_grace(
+    redis_server: RedisServer,
+) -> None:
+    """A session opened on the second host; its standalone GET stream reached the first, which relays it from the
+    owner. The first host is stopped (SIGTERM): the relayed stream ends at once — the client would open it again
+    elsewhere — and the host exits without waiting out its graceful period (which would hold its listening
+    socket, and every connection a balancer opened to it meanwhile, until then)."""
+    with deployment(redis_server.url) as (hosts, _):
+        relay, owner = hosts
+        opened = httpx.post(f"{owner.url}/mcp", json=initialize_request("streamer", "1.0"),
+                            headers=session_headers(None), timeout=10)  # fmt: skip
+        session_id = opened.headers["mcp-session-id"]
+        headers = {**session_headers(session_id), "accept": "text/event-stream"}
+        with httpx.stream("GET", f"{relay.url}/mcp", headers=headers, timeout=30) as stream:
+            assert stream.status_code == 200, "the relay serves the owner's stream"
+            assert relay._proc is not None
+            terminate(relay._proc, timeout=30)  # SIGTERM, as `stop()` sends it (whose cleanup removes the log)
+            log = relay.log()
+            for _ in stream.iter_bytes():  # to its end, cleanly: the client is free to open it elsewhere
+                pass
+        relay.stop()
+
+    assert "Finished server process" in log
+    assert GRACE_EXCEEDED not in log, "the host waited out its graceful period for the stream it relayed"
 
 
 INSPECTOR: Final = CLIENT_DIR / "node_modules" / ".bin" / "mcp-inspector"
