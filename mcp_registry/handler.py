@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
+import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -109,7 +110,7 @@ class SessionRegistryMiddleware:
             )
             fields = takeover_fields(self.continuity, self._binding, self.runtime)
         self._stopping: Stopping | None = Stopping() if takeover is not None else None
-        """With takeover on: SIGTERM ends the GET streams this worker relays from their owner (see `stopping`)."""
+        """With takeover on: the server stopping ends the GET streams this worker relays from their owner."""
         self._opening = OpeningPath(app, self.runtime, self._binding, fields)
         self._stale = StalePath(
             app, self.config, self.runtime, self._binding, self._opening, self.continuity, takeover
@@ -141,18 +142,18 @@ class SessionRegistryMiddleware:
         """The background work (and, with continuity, the internal listener), for servers without lifespan events."""
         if (problem := self._binding.bind()) is not None and self._binding.available:
             raise ConfigError(problem)
-        if self._stopping is not None:
-            self._stopping.install()
-        try:
-            async with self.runtime.running():
+        async with self.runtime.running(), anyio.create_task_group() as watching:
+            if self._stopping is not None:
+                self._stopping.start()
+                watching.start_soon(self._stopping.watch)
+            try:
                 if self.continuity is None or self._owner is None:
                     yield
                 else:
                     async with self.continuity.running(self._owner.serve_forwarded):
                         yield
-        finally:
-            if self._stopping is not None:
-                self._stopping.uninstall()
+            finally:
+                watching.cancel_scope.cancel()
 
     def serve_forwarded(
         self, scope: Scope, receive: Receive, send: Send, sender: str, session_id: str | None

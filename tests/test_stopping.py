@@ -1,4 +1,5 @@
-"""`Stopping`: our SIGTERM handler runs before the server's, and relayed GET streams then see their client gone."""
+"""`Stopping`: it learns that uvicorn is stopping from the server's own flag (touching no signal handler), and
+relayed GET streams then see their client gone."""
 
 from __future__ import annotations
 
@@ -13,61 +14,58 @@ from starlette.types import Message
 from mcp_registry.stopping import DISCONNECT, Stopping
 
 
+class Server:
+    """What uvicorn's `Server` looks like from here: `handle_exit` is the SIGTERM handler; it sets `should_exit`."""
+
+    should_exit = False
+
+    def handle_exit(self, signum: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+
 @pytest.fixture
-def server_handler() -> Iterator[list[int]]:
-    """A server's own SIGTERM handler (as uvicorn installs one), recording what it was called with."""
-    calls: list[int] = []
-
-    def handle_exit(signum: int, frame: FrameType | None) -> None:
-        calls.append(signum)
-
-    original = signal.signal(signal.SIGTERM, handle_exit)
+def server() -> Iterator[Server]:
+    server = Server()
+    original = signal.signal(signal.SIGTERM, server.handle_exit)
     try:
-        yield calls
+        yield server
     finally:
         signal.signal(signal.SIGTERM, original)
 
 
-async def test_sigterm_sets_stopping_and_still_reaches_the_servers_handler(server_handler: list[int]) -> None:
+async def test_sigterm_to_the_server_sets_stopping_and_no_handler_is_replaced(server: Server) -> None:
     stopping = Stopping()
-    stopping.install()
-    try:
+    stopping.start()
+    handler = signal.getsignal(signal.SIGTERM)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stopping.watch)
+        await anyio.wait_all_tasks_blocked()
+        assert not stopping.stopping
         signal.raise_signal(signal.SIGTERM)
         with anyio.fail_after(5):
             while not stopping.stopping:
                 await anyio.sleep(0.01)
-    finally:
-        stopping.uninstall()
-    assert server_handler == [signal.SIGTERM], "the server stops as it would have without us"
-    assert getattr(signal.getsignal(signal.SIGTERM), "__name__", None) == "handle_exit", "its handler is back"
+    assert server.should_exit, "the server stops as it would have without us"
+    assert signal.getsignal(signal.SIGTERM) == handler, "its handler, which sse-starlette looks for, is untouched"
 
 
-async def test_a_handler_replaced_meanwhile_is_left_alone(server_handler: list[int]) -> None:
-    stopping = Stopping()
-    stopping.install()
-
-    def later(signum: int, frame: FrameType | None) -> None:
-        pass
-
-    signal.signal(signal.SIGTERM, later)
-    stopping.uninstall()
-    assert signal.getsignal(signal.SIGTERM) is later
-
-
-async def test_a_default_action_is_not_chained() -> None:
+async def test_under_a_server_it_cannot_watch_only_the_lifespan_shutdown_stops_it() -> None:
     original = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         stopping = Stopping()
-        stopping.install()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        stopping.uninstall()
+        stopping.start()
+        with anyio.fail_after(5):
+            await stopping.watch()  # returns at once: nothing to watch
+        assert not stopping.stopping
+        stopping.set()
+        assert stopping.stopping
     finally:
         signal.signal(signal.SIGTERM, original)
 
 
 async def test_a_stream_sees_its_client_gone_once_stopping_and_not_before() -> None:
     stopping = Stopping()
-    stopping.install()
+    stopping.start()
     messages: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
     never = anyio.Event()
 
@@ -78,19 +76,16 @@ async def test_a_stream_sees_its_client_gone_once_stopping_and_not_before() -> N
         raise AssertionError("unreachable")
 
     wrapped = stopping.until_stopping(receive)
-    try:
-        assert (await wrapped())["type"] == "http.request", "messages pass through"
-        got: list[Message] = []
-        async with anyio.create_task_group() as tg:
+    assert (await wrapped())["type"] == "http.request", "messages pass through"
+    got: list[Message] = []
+    async with anyio.create_task_group() as tg:
 
-            async def wait_for_the_end() -> None:
-                got.append(await wrapped())
+        async def wait_for_the_end() -> None:
+            got.append(await wrapped())
 
-            tg.start_soon(wait_for_the_end)
-            await anyio.wait_all_tasks_blocked()
-            assert got == [], "nothing happens before the server stops"
-            stopping.set()
-        assert got == [DISCONNECT]
-        assert await wrapped() == DISCONNECT
-    finally:
-        stopping.uninstall()
+        tg.start_soon(wait_for_the_end)
+        await anyio.wait_all_tasks_blocked()
+        assert got == [], "nothing happens before the server stops"
+        stopping.set()
+    assert got == [DISCONNECT]
+    assert await wrapped() == DISCONNECT
