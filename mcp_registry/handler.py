@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
-import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from opentelemetry import metrics, trace
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -142,18 +141,14 @@ class SessionRegistryMiddleware:
         """The background work (and, with continuity, the internal listener), for servers without lifespan events."""
         if (problem := self._binding.bind()) is not None and self._binding.available:
             raise ConfigError(problem)
-        async with self.runtime.running(), anyio.create_task_group() as watching:
-            if self._stopping is not None:
-                self._stopping.start()
-                watching.start_soon(self._stopping.watch)
-            try:
-                if self.continuity is None or self._owner is None:
+        if self._stopping is not None:
+            self._stopping.start()
+        async with self.runtime.running():
+            if self.continuity is None or self._owner is None:
+                yield
+            else:
+                async with self.continuity.running(self._owner.serve_forwarded):
                     yield
-                else:
-                    async with self.continuity.running(self._owner.serve_forwarded):
-                        yield
-            finally:
-                watching.cancel_scope.cancel()
 
     def serve_forwarded(
         self, scope: Scope, receive: Receive, send: Send, sender: str, session_id: str | None

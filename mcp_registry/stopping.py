@@ -10,11 +10,12 @@ every connection a balancer opens to the host meanwhile waits in its backlog unt
 (measured: 7 s calls during a rolling deploy, once per host).
 
 With takeover on, a worker therefore watches its server the way sse-starlette does: uvicorn's SIGTERM
-handler is a method of its `Server`, whose `should_exit` turns true on the signal; `watch` polls it
-(every `POLL_SECONDS`) and the GET streams the worker relays then end at once (`until_stopping`
-makes their `receive` report the client gone). The client opens its stream again, on a worker that
-is not stopping. Requests in flight are not touched, and no signal handler is replaced. Under a
-server that exposes no such flag, the streams end at the lifespan shutdown (`set`).
+handler is a method of its `Server`, whose `should_exit` turns true on the signal. A relayed GET
+stream's `receive` (`until_stopping`) polls it while it waits for the client (every `POLL_SECONDS`;
+no background task) and then reports the client gone, which ends the relay at once. The client
+opens its stream again, on a worker that is not stopping. Requests in flight are not touched, and
+no signal handler is replaced. Under a server that exposes no such flag, the streams end at the
+lifespan shutdown (`set`).
 """
 
 from __future__ import annotations
@@ -32,28 +33,25 @@ DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 class Stopping:
     def __init__(self) -> None:
         self._event: anyio.Event | None = None
+        self._server: object | None = None
 
     @property
     def stopping(self) -> bool:
-        return self._event is not None and self._event.is_set()
+        if self._event is None:
+            return False
+        if not self._event.is_set() and getattr(self._server, "should_exit", False):
+            self._event.set()
+        return self._event.is_set()
 
     def start(self) -> None:
-        """At start-up, in the event loop."""
+        """At start-up, in the event loop (uvicorn has installed its handlers by then)."""
         self._event = anyio.Event()
+        self._server = signal_server()
 
     def set(self) -> None:
-        """The server is stopping (from the loop: `watch`, or the lifespan shutdown)."""
+        """The server is stopping (the lifespan shutdown: under a server whose flag this cannot read)."""
         if self._event is not None:
             self._event.set()
-
-    async def watch(self) -> None:
-        """Until the server says it is stopping; returns at once under a server this cannot watch."""
-        server = signal_server()
-        if server is None:
-            return
-        while not getattr(server, "should_exit", False):  # noqa: ASYNC110 (the server's flag, not an event of ours)
-            await anyio.sleep(POLL_SECONDS)
-        self.set()
 
     def until_stopping(self, receive: Receive) -> Receive:
         """`receive`, except that it reports the client gone once the server is stopping (for a GET stream)."""
@@ -62,7 +60,7 @@ class Stopping:
             return receive
 
         async def receive_until_stopping() -> Message:
-            if event.is_set():
+            if self.stopping:
                 return DISCONNECT
             message: Message | None = None
             async with anyio.create_task_group() as tg:
@@ -73,7 +71,9 @@ class Stopping:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(get)
-                await event.wait()
+                while not self.stopping:
+                    with anyio.move_on_after(POLL_SECONDS):
+                        await event.wait()
                 tg.cancel_scope.cancel()
             return message if message is not None else DISCONNECT
 

@@ -33,18 +33,27 @@ def server() -> Iterator[Server]:
         signal.signal(signal.SIGTERM, original)
 
 
-async def test_sigterm_to_the_server_sets_stopping_and_no_handler_is_replaced(server: Server) -> None:
+async def test_sigterm_to_the_server_ends_a_relayed_stream_and_no_handler_is_replaced(server: Server) -> None:
     stopping = Stopping()
-    stopping.start()
     handler = signal.getsignal(signal.SIGTERM)
+    stopping.start()
+    never = anyio.Event()
+
+    async def receive() -> Message:
+        await never.wait()  # a client that stays
+        raise AssertionError("unreachable")
+
+    got: list[Message] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(stopping.watch)
+
+        async def relay() -> None:
+            got.append(await stopping.until_stopping(receive)())
+
+        tg.start_soon(relay)
         await anyio.wait_all_tasks_blocked()
         assert not stopping.stopping
         signal.raise_signal(signal.SIGTERM)
-        with anyio.fail_after(5):
-            while not stopping.stopping:
-                await anyio.sleep(0.01)
+    assert got == [DISCONNECT]
     assert server.should_exit, "the server stops as it would have without us"
     assert signal.getsignal(signal.SIGTERM) == handler, "its handler, which sse-starlette looks for, is untouched"
 
@@ -54,8 +63,6 @@ async def test_under_a_server_it_cannot_watch_only_the_lifespan_shutdown_stops_i
     try:
         stopping = Stopping()
         stopping.start()
-        with anyio.fail_after(5):
-            await stopping.watch()  # returns at once: nothing to watch
         assert not stopping.stopping
         stopping.set()
         assert stopping.stopping
