@@ -116,22 +116,38 @@ class Forwarder:
         # The client's request itself travels in the signed hop headers, made now (its first bytes came).
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in sign()]
         started = time.perf_counter()
+        fresh: aiohttp.ClientSession | None = None
         try:
-            # asyncio's own timeout (aiohttp runs on asyncio): cheaper per hop than a cancel scope.
-            async with asyncio.timeout(self.timeout):
-                response = await session.request(
-                    scope["method"], url, data=body, headers=headers, skip_auto_headers=_SKIP_AUTO,
-                    allow_redirects=False, auto_decompress=False,
-                )
-        except TimeoutError:
-            return HopResult(ForwardFailure.TIMEOUT)
-        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError):
-            # Nothing reached the owner: every body byte read so far can still be served here.
-            if address.path is not None:
-                self._drop_unix(address.path)
-            return HopResult(ForwardFailure.OWNER_GONE, replay=list(read))
-        except (aiohttp.ClientError, OSError):
-            return HopResult(ForwardFailure.BROKEN)
+            try:
+                # asyncio's own timeout (aiohttp runs on asyncio): cheaper per hop than a cancel scope.
+                async with asyncio.timeout(self.timeout):
+                    try:
+                        response = await _request(session, scope["method"], url, body, headers)
+                    except aiohttp.ServerDisconnectedError:
+                        if not isinstance(body, bytes):
+                            raise
+                        # A kept-alive connection the owner closed as this hop was sent on it (its listener
+                        # stopping, or the connection idling out): once more, on a new connection.
+                        fresh = _client(_fresh_connector(address))
+                        response = await _request(fresh, scope["method"], url, body, headers)
+            except TimeoutError:
+                return HopResult(ForwardFailure.TIMEOUT)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError):
+                # Nothing reached the owner: every body byte read so far can still be served here.
+                if address.path is not None:
+                    self._drop_unix(address.path)
+                return HopResult(ForwardFailure.OWNER_GONE, replay=list(read))
+            except (aiohttp.ClientError, OSError):
+                return HopResult(ForwardFailure.BROKEN)
+            return await self._answer(response, receive, send, read, started)
+        finally:
+            if fresh is not None:
+                await fresh.close()
+
+    async def _answer(
+        self, response: aiohttp.ClientResponse, receive: Receive, send: Send, read: list[Message], started: float
+    ) -> HopResult:
+        """Pass the owner's answer on (or say why it is not one)."""
         result = HopResult(headers_seconds=time.perf_counter() - started)
         async with response:
             raw_headers = response.raw_headers
@@ -180,6 +196,23 @@ class Forwarder:
                     return result
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return result
+
+
+async def _request(
+    session: aiohttp.ClientSession, method: str, url: URL, body: bytes | AsyncIterator[bytes],
+    headers: list[tuple[str, str]],
+) -> aiohttp.ClientResponse:
+    return await session.request(
+        method, url, data=body, headers=headers, skip_auto_headers=_SKIP_AUTO, allow_redirects=False,
+        auto_decompress=False,
+    )
+
+
+def _fresh_connector(address: Address) -> aiohttp.BaseConnector:
+    """A connector for one hop on a new connection, closed after it."""
+    if address.path is not None:
+        return aiohttp.UnixConnector(path=address.path, force_close=True)
+    return aiohttp.TCPConnector(limit=0, force_close=True)
 
 
 def _client(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:

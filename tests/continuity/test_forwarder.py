@@ -8,6 +8,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.abc
 import pytest
 from starlette.types import Message, Scope
 
@@ -136,3 +137,42 @@ async def test_live_unix_peers_are_bounded(count: int) -> None:
         forwarder._session_for(Address(None, path=f"/run/mcp/peer-{i}.sock"))
         assert len(forwarder._unix) <= UNIX_PEERS
     await forwarder.aclose()
+
+
+async def test_a_kept_alive_connection_the_owner_closed_is_not_a_failed_hop() -> None:
+    """An owner's listener closes its idle kept-alive connections as it stops (or when they idle out); a hop sent on
+    one of them at that moment met a closed connection before any answer, and the client got 502. It is sent
+    once more, on a new connection: the owner answers it, or refuses it (gone) or says it is draining — both of
+    which the stale path knows how to take over."""
+    answered: list[int] = []
+
+    async def owner(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            request = await stream.receive(65_536)
+            answered.append(len(answered))
+            if len(answered) == 1:  # the first request on the first connection: answered, connection kept
+                await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+                await stream.receive(65_536)  # the next hop on this kept-alive connection…
+                return  # …meets it closed, unanswered
+            assert request.startswith(b"POST")
+            await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n"
+                              b"connection: close\r\n\r\n{}")  # fmt: skip
+
+    sent: list[Message] = []
+
+    async def client(message: Message) -> None:
+        sent.append(message)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    forwarder = Forwarder(timeout=5)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, owner)
+        first = await forwarder.forward(Address("127.0.0.1", port), scope(), body_in(b"{}"), client, lambda: HOP)
+        second = await forwarder.forward(Address("127.0.0.1", port), scope(), body_in(b"{}"), client, lambda: HOP)
+        tg.cancel_scope.cancel()
+    await forwarder.aclose()
+
+    assert first.failure is None
+    assert second.failure is None, "sent again on a new connection, and answered"
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 200]
