@@ -7,7 +7,7 @@ what moves together under one hash tag so that Redis Cluster can serve it:
 |---------------------------|--------|---------------------------------------------------|--------------|
 | `P:hashkey`               | string | the deployment's id-hash key (agreed once)        | one value    |
 | `P:s:{H}`                 | string | a live session: `origin|client|version[|route|handshake]` | TTL 3×refresh|
-| `P:c:{H}`                 | string | a takeover's claim: the adopting worker           | TTL 10 s     |
+| `P:c:{H}`                 | string | a takeover's claim: the adopting worker           | TTL 3 s      |
 | `P:t:{H}`                 | string | an ended session: `origin|ended-at|client|version`| TTL retention|
 | `P:m:<minute>`            | hash   | per-minute counters (fields below)                | TTL retention|
 | `P:workers`               | zset   | worker id → last heartbeat (epoch s)              | pruned       |
