@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Final
 
@@ -53,6 +53,8 @@ PHASES: Final = ("off", "forward", "adopt")
 """The demo's three parts: `MCP_SESSION_CONTINUITY` of the workers."""
 RESTARTED: Final = 0
 """The worker deployed halfway through the `adopt` part."""
+LONG_SESSION_CALLS: Final = 200
+"""Calls per legacy session in the `adopt` part (the others open a session every 8 calls)."""
 REFRESH_SECONDS: Final = "1"
 EXIT_FAILED: Final = 1
 GRAFANA_HINT: Final = (
@@ -162,7 +164,10 @@ def _run_phase(
             status.print(f"{restarted} is back; its sessions were taken over by the others meanwhile")
 
         midway = deploy if restarted is not None else None
-        summary = _drive_with_progress(balancer.url, duration, TrafficPlan.for_clients(clients), status, midway)
+        plan = TrafficPlan.for_clients(clients)
+        if restarted is not None:  # sessions as agents hold them, long enough to span the deploy
+            plan = replace(plan, calls_per_session=LONG_SESSION_CALLS)
+        summary = _drive_with_progress(balancer.url, duration, plan, status, midway)
         balanced = balancer.stats()
         if summary.tool_calls == 0:
             for index, worker in enumerate(cluster.worker_ids):
