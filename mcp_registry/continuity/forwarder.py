@@ -123,11 +123,13 @@ class Forwarder:
                 async with asyncio.timeout(self.timeout):
                     try:
                         response = await _request(session, scope["method"], url, body, headers)
-                    except aiohttp.ServerDisconnectedError:
+                    except aiohttp.ClientConnectorError:
+                        raise  # refused: the owner is gone (below)
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                         if not isinstance(body, bytes):
                             raise
-                        # A kept-alive connection the owner closed as this hop was sent on it (its listener
-                        # stopping, or the connection idling out): once more, on a new connection.
+                        # A kept-alive connection the owner closed (or reset) as this hop was sent on it (its
+                        # listener stopping, or the connection idling out): once more, on a new connection.
                         fresh = _client(_fresh_connector(address))
                         response = await _request(fresh, scope["method"], url, body, headers)
             except TimeoutError:
