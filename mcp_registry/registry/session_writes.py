@@ -99,7 +99,7 @@ class SessionWrites:
         now = self._monotonic()
         for opened in self.opened:
             written = self._written.setdefault(opened.session_id, _Written())
-            commands.append(self._live_command(opened.session_id, written, claimed=written.adopted))
+            commands.append(self._live_command(opened.session_id, written))
             written.refreshed_at = now
         for closed in self.closed:
             ended = self._written.pop(closed.session_id, _Written())
@@ -141,12 +141,12 @@ class SessionWrites:
         self._due = due
         return [self._live_command(sid, w) for sid, w in due]
 
-    def _live_command(self, session_id: str, written: _Written, *, claimed: bool = False) -> Command:
-        """Its live key's write; with takeover on, only while the key still names this worker, unless
-        `claimed` (this worker adopted it: the key names the owner it took it from)."""
+    def _live_command(self, session_id: str, written: _Written) -> Command:
+        """Its live key's write; with takeover on, only while the key still names this worker, unless this
+        worker just adopted it (the key names the owner it took it from)."""
         value = key_schema.live_value(self._worker, written.client, written.takeover)
         key = self._keys.session(self._hash(session_id, written))
-        if written.takeover is None or claimed:
+        if written.takeover is None or written.adopted:
             return ("set", (key, value), {"ex": self._ttl})
         ours = key_schema.live_value(self._worker, written.client, (written.takeover[0], ""))
         return ("eval", (WRITE_IF_STILL_OURS, 1, key, ours, value, self._ttl), {})
